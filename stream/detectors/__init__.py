@@ -1,0 +1,1 @@
+"""Pure detectors: events and time in, state and alert signals out."""

@@ -1,0 +1,132 @@
+"""The seam between the stream runtime and the detectors.
+
+A detector is pure (see STYLE.md, "Pure detectors"): events and time in, state and alert
+signals out; no I/O, no clock reads, no imports of aiomqtt, serial or InfluxDB. The
+runtime owns time, persistence and I/O, and runs the same detector code live, in replay
+and in tests.
+
+State is partitioned by :meth:`Detector.key` (a resident, a device, a site) so that
+10^5 devices do not share one blob; each partition's state is a msgspec Struct of the
+detector's :attr:`Detector.state_type`, persisted by the runtime after every change.
+
+Hooks, and when the runtime calls them:
+
+- :meth:`Detector.key` for every event: which partition it belongs to (None: not mine);
+- :meth:`Detector.step` with that partition's state and the event;
+- :meth:`Detector.tick` for a partition when wall-clock (or simulated) time reaches
+  :meth:`Detector.deadline` of its state, also when no data arrives, also for a deadline
+  that passed while the processor was down (it fires on restart);
+- :meth:`Detector.initial_state` for a partition never seen before.
+
+Gateway status (online/offline, from the retained status topic and its last will) and
+the gateway's device health reach detectors as synthetic events of ``kind="gateway"``:
+``reading="status"`` with values ``{"online": bool}``, and ``reading="device_status"``
+with values ``{"device": str, "up": bool, "reason": str}``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+import msgspec
+
+from device_profiles.events import Event
+
+
+class Severity(StrEnum):
+    """How urgent an alert is; decides escalation times and night paging."""
+
+    CRITICAL = "critical"  # SOS press, confirmed fall: page now, escalate in minutes
+    HIGH = "high"  # silent resident, no-show of a member living alone
+    WARNING = "warning"  # operations problems that need a visit today
+    INFO = "info"  # shown on dashboards, never pages
+
+
+class Audience(StrEnum):
+    """Who an alert is for: on-call responders or operations staff (never paged at night)."""
+
+    RESPONDERS = "responders"
+    OPERATIONS = "operations"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSignal:
+    """A detector's statement that a condition started (``raise``) or ended (``clear``).
+
+    ``site`` + ``condition`` + ``subject`` is the dedup key the alert manager keeps one
+    open alert for: repeats update it. ``reason`` is for a responder, in plain words
+    ("no door or motion activity at home since 09:40, usually under 2 h at this time of
+    day"). ``time`` is when the condition was observed, in ms UTC.
+    """
+
+    condition: str
+    subject: str
+    site: str
+    time: int
+    severity: Severity
+    reason: str
+    audience: Audience = Audience.RESPONDERS
+    action: Literal["raise", "clear"] = "raise"
+    resident: str | None = None
+    device: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The dedup key: one open alert per key."""
+        return f"{self.site}/{self.condition}/{self.subject}"
+
+
+class DetectorContext(Protocol):
+    """Read-only facts a detector may consult besides its own state (site config)."""
+
+    def site_config(self, site: str) -> Mapping[str, Any]:
+        """The site's configuration (capacity, opening hours, timezone...), {} if unknown."""
+        ...
+
+    def resident_config(self, resident: str) -> Mapping[str, Any]:
+        """Per-resident overrides and facts (lives alone, day-care member...), {} if unknown."""
+        ...
+
+    def timezone(self, site: str) -> tzinfo:
+        """The site's local timezone (residents' habits follow local time)."""
+        ...
+
+    def is_absent(self, resident: str, at_ms: int) -> bool:
+        """True when a known absence (hospital stay, travel) covers ``at_ms``."""
+        ...
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class Detector(ABC, Generic[S]):
+    """Base of every detector. Subclasses set :attr:`name` and :attr:`state_type`."""
+
+    name: ClassVar[str]
+    state_type: ClassVar[type[msgspec.Struct]]
+
+    @abstractmethod
+    def key(self, event: Event) -> str | None:
+        """The state partition ``event`` belongs to, or None when it is not for this detector."""
+
+    @abstractmethod
+    def initial_state(self, key: str) -> S:
+        """State of a partition never seen before."""
+
+    @abstractmethod
+    def step(self, state: S, event: Event, ctx: DetectorContext) -> tuple[S, list[AlertSignal]]:
+        """Fold one event into the partition's state."""
+
+    def tick(self, state: S, now: int, ctx: DetectorContext) -> tuple[S, list[AlertSignal]]:
+        """Called when ``now`` (ms UTC) reaches :meth:`deadline`; default does nothing."""
+        return state, []
+
+    def deadline(self, state: S) -> int | None:
+        """When :meth:`tick` must next run for this partition (ms UTC), or None."""
+        return None
