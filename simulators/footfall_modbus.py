@@ -16,6 +16,12 @@ Scriptable, as a scenario needs it::
         await sim.inject("silence")                  # device stops answering
         sim.clear_faults()                           # ... and is back
 
+A PTY carries no parity: Linux refuses ``PARENB`` on a pseudo-terminal (``tcsetattr``
+fails with EINVAL as soon as parity is the only change, pyserial issue #196), so the
+simulated device serves with parity N whatever its profile says, and a client on the
+link must do the same: use :attr:`FootfallModbusSimulator.client_settings` (or the site
+config override ``parity: N``). Speed and framing are otherwise as on a real line.
+
 Faults (:meth:`FootfallModbusSimulator.inject`): ``silence``, ``garbage``,
 ``bad_checksum``, ``truncated`` act on the link; ``disconnect`` takes the device off
 the bus (its server closes the port) until :meth:`FootfallModbusSimulator.reconnect`.
@@ -24,6 +30,7 @@ the bus (its server closes the port) until :meth:`FootfallModbusSimulator.reconn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import re
@@ -52,7 +59,7 @@ def clock_seconds(value: str | float) -> float:
     if not match:
         raise ValueError(f"expected a time of day like '9:00' or seconds, got {value!r}")
     h, m, s = int(match[1]), int(match[2]), int(match[3] or 0)
-    if h > 24 or m > 59 or s > 59:
+    if m > 59 or s > 59 or h * 3600 + m * 60 + s > 24 * 3600:
         raise ValueError(f"not a time of day: {value!r}")
     return float(h * 3600 + m * 60 + s)
 
@@ -102,7 +109,11 @@ class FootfallModbusSimulator(Simulator):
                 path="codec",
             )
         self.counter: ModbusCounterCodec = self.codec
+        #: The device's serial settings (profile defaults + ``transport`` overrides).
         self.settings: ModbusTransport = self.counter.transport(transport)
+        #: What a client on the PTY link must use: the same, with parity N (no parity on a
+        #: PTY, see the module docstring).
+        self.client_settings: ModbusTransport = dataclasses.replace(self.settings, parity="N")
         self._link = link
         self._own_link = link is None
         self._server: ModbusSerialServer | None = None
@@ -170,10 +181,10 @@ class FootfallModbusSimulator(Simulator):
         server = ModbusSerialServer(
             device,
             port=self.link.device_path,
-            baudrate=self.settings.baudrate,
-            bytesize=self.settings.bytesize,
-            parity=self.settings.parity,
-            stopbits=self.settings.stopbits,
+            baudrate=self.client_settings.baudrate,
+            bytesize=self.client_settings.bytesize,
+            parity=self.client_settings.parity,
+            stopbits=self.client_settings.stopbits,
         )
         await server.serve_forever(background=True)
         self._server = server
