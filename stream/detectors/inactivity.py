@@ -1,0 +1,715 @@
+"""Silent residents: a quiet period at home that is improbably long for this person, now.
+
+What it learns
+    For every resident, from their own history, how long their *quiet periods* (the time
+    from one activity to the next) last depending on the local hour at which they start.
+    One sample per local hour slot: the longest quiet period that started in it. Samples
+    go into 24 hour-of-day buckets, each keeping its ``K`` longest samples with the local
+    day they were seen and a decayed sample count (exponential forgetting, half-life
+    ``half_life_days``). That is the whole memory: fixed-size lists, never raw history.
+
+When it alerts
+    A quiet period that started at local hour ``h`` is "improbably long" once it exceeds
+    ``quantile`` of the samples of bucket ``h`` (neighbouring hours count with weight
+    ``neighbour_weight``, so a bedtime that drifts by an hour is still known), times
+    ``margin_factor``, plus ``margin``; never below ``min_limit``, never above
+    ``day_cap`` / ``night_cap``. While a resident has fewer than ``min_history_days`` days
+    of history (or a bucket has almost no samples) the fixed ``default_day_limit`` /
+    ``default_night_limit`` apply. The alert (condition ``inactivity``, HIGH) says why:
+    "no door or motion activity at home since 09:40 (3 h 5 min), usually under 1 h 50 min
+    at this time of day". It clears when activity resumes.
+
+What counts as activity
+    A door opening or closing (a change of ``contact`` / ``open``), motion
+    (``occupancy: true``), a face-terminal check-in, an SOS press, and a pendant heartbeat
+    with ``activity > 0``. An impact is not activity (it may be the fall itself), nor is a
+    heartbeat with ``activity: 0`` or a motion sensor's "no more motion".
+
+Went out, silent at home, unknown
+    - A front-door event (placement ``front_door``, see below) or a check-in followed by
+      nothing is an absence, not a collapse: no inactivity alert. If the resident is not
+      back by ``not_back_by`` (local, at least ``away_grace`` after leaving) or after
+      ``away_limit`` at the latest, a gentler ``not_back_home`` alert (WARNING) is raised.
+      Motion or an inner door at home ends the absence.
+    - A resident whose gateway is offline (``kind="gateway"``, ``reading="status"``,
+      ``online: false``) or one of whose sensors is down (``reading="device_status"``
+      with ``up: false``, or a sensor's own ``availability`` ``online: false``) is
+      *unknown*: this detector raises nothing for them (the operations detector reports
+      the gateway or device). Once everything is back, an alarm waits at least
+      ``gateway_grace`` so that the events the gateway queued can arrive. Quiet periods
+      that overlap such a gap, an absence, or a known absence (``ctx.is_absent``) are not
+      learned.
+
+Placement convention
+    Live Events carry no placement: it comes from the config, first the resident's
+    ``devices`` then the site's (``devices: {door-1: {placement: front_door}}``, see
+    :func:`stream.detectors.sitetime.device_config`). ``carewatch replay`` fills it from
+    the CSV's ``placement`` column. A device's config entry may also name its
+    ``resident`` when the device itself is not bound to one.
+
+Where it watches
+    State is partitioned by site (a home is a site with its own gateway), so that the
+    gateway's and the sensors' status reach the residents they concern. A site whose config
+    says ``type: center`` or ``type: point`` is not a home: nobody is watched there. A
+    resident whose config names a ``home`` site is watched only there.
+
+Options (constructor keywords; the same names in a site's or a resident's ``inactivity``
+config section override them for that site or resident; durations as in
+:func:`stream.detectors.sitetime.duration_ms`): see :class:`InactivityOptions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
+
+import msgspec
+
+from device_profiles.errors import ConfigError
+from device_profiles.events import Event
+from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.sitetime import (
+    HOUR_MS,
+    MINUTE_MS,
+    LocalTime,
+    device_config,
+    duration_ms,
+    fmt_duration,
+    span_min,
+    time_of_day_min,
+)
+
+log = logging.getLogger(__name__)
+
+CONDITION = "inactivity"
+NOT_BACK = "not_back_home"
+#: Longest quiet periods kept per hour-of-day bucket.
+K = 8
+BUCKETS = 24
+#: Quiet periods longer than this are not learned (a trip, a hospital stay).
+MAX_LEARNED_MS = 24 * HOUR_MS
+#: Bounded per-resident lists (a home has a handful of sensors and one gateway).
+MAX_DEVICES = 16
+MAX_GATEWAYS = 4
+#: How often an absent resident (``ctx.is_absent``) is checked again.
+ABSENT_RECHECK_MS = HOUR_MS
+NOT_HOME_TYPES = ("center", "point")
+#: Hour buckets either side whose samples count (with weight neighbour_weight ** distance).
+NEIGHBOURS = 2
+#: Quiet periods at least this long (minutes) are taken as sleep, which ends at a time of
+#: day: see _compute_limit.
+ANCHORED_MIN = 240
+
+HOME, OUT, ALIVE = "home", "out", "alive"
+
+
+@dataclass(frozen=True, slots=True)
+class InactivityOptions:
+    """Tuning of the inactivity detector (all durations in ms)."""
+
+    #: Weighted quantile of a bucket's longest quiet periods that is "usual".
+    quantile: float = 0.97
+    #: Limit = usual * margin_factor + margin.
+    margin_factor: float = 1.3
+    margin: int = 45 * MINUTE_MS
+    min_limit: int = 90 * MINUTE_MS
+    day_cap: int = 10 * HOUR_MS
+    night_cap: int = 14 * HOUR_MS
+    #: Limits while there is too little history.
+    default_day_limit: int = 6 * HOUR_MS
+    default_night_limit: int = 12 * HOUR_MS
+    min_history_days: int = 7
+    #: Decayed samples a bucket (with its neighbours) needs before it is trusted.
+    min_samples: float = 4.0
+    half_life_days: float = 30.0
+    neighbour_weight: float = 0.5
+    #: Quiet periods starting in this local span use the night limits.
+    night: tuple[int, int] = (19 * 60, 8 * 60)
+    #: Not back home by this local time (minutes after midnight) ...
+    not_back_by: int = 22 * 60
+    #: ... but never sooner than this after leaving, and at the latest after away_limit.
+    away_grace: int = 2 * HOUR_MS
+    away_limit: int = 16 * HOUR_MS
+    #: After a gateway or sensor comes back, wait this long before alarming.
+    gateway_grace: int = 15 * MINUTE_MS
+    #: Door placements that lead outside.
+    exit_placements: tuple[str, ...] = ("front_door",)
+    enabled: bool = True
+
+    @classmethod
+    def parse(
+        cls, raw: Mapping[str, Any], where: str, base: InactivityOptions | None = None
+    ) -> InactivityOptions:
+        """Options from a config mapping; unknown keys and bad values raise ConfigError."""
+        base = base or cls()
+        known = {f.name for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for name, value in raw.items():
+            option = f"{where}.{name}"
+            if name not in known:
+                raise ConfigError(
+                    f"unknown option (allowed: {', '.join(sorted(known))})", path=option
+                )
+            current = getattr(base, name)
+            if name == "night":
+                changes[name] = span_min(value, option)
+            elif name == "not_back_by":
+                changes[name] = time_of_day_min(value, option)
+            elif name == "exit_placements":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError("must be a list of placements", path=option)
+                changes[name] = tuple(value)
+            elif isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{value!r} must be true or false", path=option)
+                changes[name] = value
+            elif name in (
+                "quantile",
+                "margin_factor",
+                "min_samples",
+                "half_life_days",
+                "neighbour_weight",
+                "min_history_days",
+            ):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{value!r} must be a number", path=option)
+                changes[name] = type(current)(value)
+            else:
+                changes[name] = duration_ms(value, option)
+        options = replace(base, **changes)
+        if not 0.5 <= options.quantile < 1:
+            raise ConfigError("must be in [0.5, 1)", path=f"{where}.quantile")
+        if options.margin_factor < 1:
+            raise ConfigError("must be >= 1", path=f"{where}.margin_factor")
+        if options.half_life_days <= 0:
+            raise ConfigError("must be > 0", path=f"{where}.half_life_days")
+        return options
+
+    def is_night(self, hour: int) -> bool:
+        """True when a quiet period starting at local ``hour`` is judged by night limits."""
+        start, end = self.night
+        minute = hour * 60
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+class Quiet(msgspec.Struct, kw_only=True):
+    """One resident's learned quiet periods and current silence (compact, fixed size)."""
+
+    #: Last activity, ms UTC (0: none yet), and what it was ("motion (kitchen)").
+    last: int = 0
+    last_what: str = ""
+    #: > 0: the last activity left the home (front door, check-in) at this time.
+    away: int = 0
+    #: Local days with learned quiet periods, and the last of them.
+    days: int = 0
+    last_day: int = -1
+    #: Per hour bucket, the K longest samples (minutes; 0 = empty slot) and their day.
+    top_min: list[int] = msgspec.field(default_factory=lambda: [0] * (BUCKETS * K))
+    top_day: list[int] = msgspec.field(default_factory=lambda: [0] * (BUCKETS * K))
+    #: Per hour bucket, the decayed number of samples, decayed up to ``count_day``.
+    count: list[float] = msgspec.field(default_factory=lambda: [0.0] * BUCKETS)
+    count_day: int = 0
+    commits: int = 0
+    #: The local hour slot still collecting (its longest quiet period so far, minutes).
+    pend_slot: int = -1
+    pend_min: int = 0
+    #: Last known door state (True = open) per door device: only changes are activity.
+    doors: dict[str, bool] = msgspec.field(default_factory=dict)
+    gateways: list[str] = msgspec.field(default_factory=list)
+    devices: list[str] = msgspec.field(default_factory=list)
+    kinds: list[str] = msgspec.field(default_factory=list)
+    #: > 0: information is missing (gateway offline, sensor down) since then.
+    unknown: int = 0
+    #: When information last came back.
+    known_at: int = 0
+    #: The open alert ("", CONDITION or NOT_BACK) and the next check (0 = none).
+    alert: str = ""
+    due: int = 0
+
+
+class InactivityState(msgspec.Struct, kw_only=True):
+    """One site (home): its residents, offline gateways and sensors that are down."""
+
+    site: str = ""
+    residents: dict[str, Quiet] = msgspec.field(default_factory=dict)
+    offline: dict[str, int] = msgspec.field(default_factory=dict)
+    down: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+_ACTIVITY_READINGS = frozenset(
+    {"contact", "occupancy", "checkin", "press", "heartbeat", "availability"}
+)
+
+
+class InactivityDetector(Detector[InactivityState]):
+    """Silent residents at home, learned per person and hour of day (see the module doc)."""
+
+    name: ClassVar[str] = "inactivity"
+    state_type: ClassVar[type[msgspec.Struct]] = InactivityState
+
+    def __init__(self, **options: Any) -> None:
+        self.options = InactivityOptions.parse(options, "detectors.inactivity")
+        self._decay = 0.5 ** (1 / self.options.half_life_days)
+        self._opt_cache: dict[tuple[str, str], tuple[int, int, InactivityOptions]] = {}
+        self._limit_cache: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, int, bool]]] = {}
+        self._zones: dict[str, LocalTime] = {}
+
+    # --- partitioning ---------------------------------------------------------------------
+    def key(self, event: Event) -> str | None:
+        if event.kind == "gateway" or event.reading in _ACTIVITY_READINGS:
+            return event.site
+        return None
+
+    def initial_state(self, key: str) -> InactivityState:
+        return InactivityState(site=key)
+
+    def deadline(self, state: InactivityState) -> int | None:
+        due = [r.due for r in state.residents.values() if r.due > 0]
+        return min(due) if due else None
+
+    # --- events ---------------------------------------------------------------------------
+    def step(
+        self, state: InactivityState, event: Event, ctx: DetectorContext
+    ) -> tuple[InactivityState, list[AlertSignal]]:
+        state.site = event.site
+        if event.kind == "gateway" or event.reading == "availability":
+            return state, self._status(state, event, ctx)
+        site_type = ctx.site_config(event.site).get("type")
+        if site_type in NOT_HOME_TYPES:
+            return state, []
+        conf = device_config(ctx, event)
+        resident = event.resident or conf.get("resident")
+        if event.reading == "checkin" and not resident:
+            person = event.values.get("person")
+            resident = person if isinstance(person, str) else None
+        if not isinstance(resident, str) or not resident:
+            return state, []
+        home = ctx.resident_config(resident).get("home")
+        if isinstance(home, str) and home != event.site:
+            return state, []
+        opts = self._options(ctx, event.site, resident)
+        if not opts.enabled:
+            state.residents.pop(resident, None)
+            return state, []
+        r = state.residents.get(resident)
+        if r is None:
+            r = state.residents[resident] = Quiet()
+        placement = conf.get("placement")
+        found = _activity(event, placement if isinstance(placement, str) else "", r, opts)
+        if found is None:
+            return state, []
+        what, label = found
+        t = event.time
+        if t < r.last:
+            return state, []  # a late event: the quiet period it belonged to is closed
+        lt = self._local(ctx, event.site)
+        if r.last > 0:
+            self._learn(r, r.last, t, lt, opts, ctx, resident)
+        r.last, r.last_what = t, label
+        if what != ALIVE and event.reading != "checkin":
+            _remember(r.gateways, event.gateway, MAX_GATEWAYS)
+            _remember(r.devices, event.device, MAX_DEVICES)
+        _remember(r.kinds, _kind_word(event), 4)
+        if what == HOME:
+            r.away = 0
+        elif what == OUT:
+            r.away = t
+        alerts: list[AlertSignal] = []
+        if r.alert == CONDITION or (r.alert == NOT_BACK and what != ALIVE):
+            alerts.append(self._clear(state.site, resident, r, t, lt, label))
+            r.alert = ""
+        self._schedule(state, resident, r, ctx, opts, lt)
+        return state, alerts
+
+    def _status(
+        self, state: InactivityState, event: Event, ctx: DetectorContext
+    ) -> list[AlertSignal]:
+        """Gateway online/offline and sensor up/down: who is unknown from when."""
+        values, t = event.values, event.time
+        if event.reading == "status" and isinstance(values.get("online"), bool):
+            if values["online"]:
+                state.offline.pop(event.gateway, None)
+            else:
+                state.offline.setdefault(event.gateway, t)
+        elif event.reading == "device_status" and isinstance(values.get("up"), bool):
+            device = values.get("device")
+            if not isinstance(device, str):
+                return []
+            if values["up"]:
+                state.down.pop(device, None)
+            else:
+                state.down.setdefault(device, t)
+        elif event.reading == "availability" and isinstance(values.get("online"), bool):
+            if values["online"]:
+                state.down.pop(event.device, None)
+            else:
+                state.down.setdefault(event.device, t)
+        else:
+            return []
+        if len(state.down) > 4 * MAX_DEVICES:  # bounded: forget the oldest
+            for device, _ in sorted(state.down.items(), key=lambda kv: kv[1])[:MAX_DEVICES]:
+                del state.down[device]
+        lt = self._local(ctx, state.site)
+        for resident, r in state.residents.items():
+            blind = any(g in state.offline for g in r.gateways) or any(
+                d in state.down for d in r.devices
+            )
+            if blind and r.unknown == 0:
+                r.unknown = t
+            elif not blind and r.unknown > 0:
+                r.unknown = 0
+                r.known_at = t
+            self._schedule(state, resident, r, ctx, self._options(ctx, state.site, resident), lt)
+        return []
+
+    # --- time -----------------------------------------------------------------------------
+    def tick(
+        self, state: InactivityState, now: int, ctx: DetectorContext
+    ) -> tuple[InactivityState, list[AlertSignal]]:
+        alerts: list[AlertSignal] = []
+        lt = self._local(ctx, state.site)
+        for resident, r in state.residents.items():
+            if r.due <= 0 or r.due > now:
+                continue
+            opts = self._options(ctx, state.site, resident)
+            if ctx.is_absent(resident, now):
+                r.due = now + ABSENT_RECHECK_MS
+                continue
+            if r.unknown or r.alert or r.last <= 0:
+                r.due = 0
+                continue
+            if r.away:
+                alerts.append(self._not_back(state.site, resident, r, now, lt))
+                r.alert = NOT_BACK
+                r.due = 0
+                continue
+            limit, usual, learned = self._limit(state.site, resident, r, lt, opts)
+            if now - r.last < limit:  # the limit moved (a config change): check again later
+                r.due = r.last + limit
+                continue
+            alerts.append(self._raise(state.site, resident, r, now, lt, limit, usual, learned))
+            r.alert = CONDITION
+            r.due = 0
+        return state, alerts
+
+    # --- learning -------------------------------------------------------------------------
+    def _learn(
+        self,
+        r: Quiet,
+        start: int,
+        end: int,
+        lt: LocalTime,
+        opts: InactivityOptions,
+        ctx: DetectorContext,
+        resident: str,
+    ) -> None:
+        """Fold the quiet period [start, end) into the resident's hour buckets."""
+        length = end - start
+        if r.away or r.unknown or r.known_at > start or length > MAX_LEARNED_MS:
+            return
+        if ctx.is_absent(resident, start):
+            return
+        slot = lt.slot(start)
+        minutes = max(1, round(length / MINUTE_MS))
+        if slot == r.pend_slot:
+            r.pend_min = max(r.pend_min, minutes)
+            return
+        if slot < r.pend_slot:
+            return
+        if r.pend_slot >= 0:
+            self._commit(r, r.pend_slot, r.pend_min)
+        r.pend_slot, r.pend_min = slot, minutes
+
+    def _commit(self, r: Quiet, slot: int, minutes: int) -> None:
+        hour, day = slot % 24, slot // 24
+        if day > r.count_day:
+            factor = self._decay ** (day - r.count_day)
+            r.count = [c * factor for c in r.count]
+            r.count_day = day
+        r.count[hour] += 1.0
+        if day > r.last_day:
+            r.days += 1
+            r.last_day = day
+        r.commits += 1
+        base = hour * K
+        worst, worst_score = -1, math.inf
+        for i in range(base, base + K):
+            if r.top_min[i] == 0:
+                worst = i
+                break
+            weight = self._decay ** (day - r.top_day[i])
+            # Faded samples go first, then the shortest one.
+            score = r.top_min[i] if weight >= 0.05 else -1.0
+            if score < worst_score:
+                worst, worst_score = i, score
+        if r.top_min[worst] != 0 and worst_score >= 0 and minutes <= worst_score:
+            return
+        r.top_min[worst] = minutes
+        r.top_day[worst] = day
+
+    def _limit(
+        self, site: str, resident: str, r: Quiet, lt: LocalTime, opts: InactivityOptions
+    ) -> tuple[int, int, bool]:
+        """(limit, usual, learned) for the current quiet period of ``r``, in ms."""
+        hour = lt.hour(r.last)
+        today = lt.day(r.last)
+        cache_key = (site, resident)
+        stamp = (hour, today, r.commits, r.days, id(opts))
+        cached = self._limit_cache.get(cache_key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        result = self._compute_limit(r, hour, today, opts)
+        if len(self._limit_cache) > 100_000:
+            self._limit_cache.clear()
+        self._limit_cache[cache_key] = (stamp, result)
+        return result
+
+    def _compute_limit(
+        self, r: Quiet, hour: int, today: int, opts: InactivityOptions
+    ) -> tuple[int, int, bool]:
+        night = opts.is_night(hour)
+        default = opts.default_night_limit if night else opts.default_day_limit
+        cap = opts.night_cap if night else opts.day_cap
+        if r.days < opts.min_history_days:
+            return default, 0, False
+        decay = self._decay ** max(0, today - r.count_day)
+        total = 0.0
+        samples: list[tuple[int, float]] = []
+        for offset in range(-NEIGHBOURS, NEIGHBOURS + 1):
+            weight = opts.neighbour_weight ** abs(offset)
+            h = (hour + offset) % 24
+            total += weight * r.count[h] * decay
+            for i in range(h * K, h * K + K):
+                minutes = r.top_min[i]
+                if minutes:
+                    # A long quiet period (a night) ends at a time of day rather than after
+                    # a duration: had it started ``offset`` hours earlier it would have
+                    # lasted that much longer. Only lengthen (never shorten): conservative.
+                    if offset > 0 and minutes >= ANCHORED_MIN:
+                        minutes += 60 * offset
+                    age = max(0, today - r.top_day[i])
+                    samples.append((minutes, weight * self._decay**age))
+        if total < opts.min_samples or not samples:
+            return default, 0, False
+        samples.sort(reverse=True)
+        target = (1 - opts.quantile) * total
+        usual_min = samples[-1][0]
+        acc = 0.0
+        for minutes, weight in samples:
+            acc += weight
+            if acc >= target:
+                usual_min = minutes
+                break
+        usual = usual_min * MINUTE_MS
+        limit = int(usual * opts.margin_factor + opts.margin)
+        return max(opts.min_limit, min(cap, limit)), usual, True
+
+    # --- scheduling -----------------------------------------------------------------------
+    def _schedule(
+        self,
+        state: InactivityState,
+        resident: str,
+        r: Quiet,
+        ctx: DetectorContext,
+        opts: InactivityOptions,
+        lt: LocalTime,
+    ) -> None:
+        if r.alert or r.unknown or r.last <= 0 or not opts.enabled:
+            r.due = 0
+            return
+        if r.away:
+            r.due = _not_back_due(r.away, lt, opts)
+            return
+        limit, _, _ = self._limit(state.site, resident, r, lt, opts)
+        due = r.last + limit
+        if r.known_at:
+            due = max(due, r.known_at + opts.gateway_grace)
+        r.due = due
+
+    # --- signals --------------------------------------------------------------------------
+    def _raise(
+        self,
+        site: str,
+        resident: str,
+        r: Quiet,
+        now: int,
+        lt: LocalTime,
+        limit: int,
+        usual: int,
+        learned: bool,
+    ) -> AlertSignal:
+        since = _since(r.last, now, lt)
+        silent = fmt_duration(now - r.last)
+        words = _sensor_words(r.kinds)
+        if learned:
+            reason = (
+                f"no {words} activity at home since {since} ({silent}), "
+                f"usually under {fmt_duration(usual)} at this time of day"
+            )
+        else:
+            reason = (
+                f"no {words} activity at home since {since} ({silent}); "
+                f"still learning this person's habits ({r.days} days of history), "
+                f"so the fixed limit of {fmt_duration(limit)} applies"
+            )
+        return AlertSignal(
+            condition=CONDITION,
+            subject=resident,
+            site=site,
+            time=now,
+            severity=Severity.HIGH,
+            reason=reason,
+            resident=resident,
+            details={
+                "last_activity": lt.iso(r.last),
+                "last": r.last_what,
+                "silent_min": (now - r.last) // MINUTE_MS,
+                "limit_min": limit // MINUTE_MS,
+                "usual_min": usual // MINUTE_MS if learned else None,
+                "learned": learned,
+                "history_days": r.days,
+            },
+        )
+
+    def _not_back(self, site: str, resident: str, r: Quiet, now: int, lt: LocalTime) -> AlertSignal:
+        reason = (
+            f"went out at {_since(r.away, now, lt)} ({r.last_what}) and has not come back "
+            f"home ({fmt_duration(now - r.away)} ago)"
+        )
+        return AlertSignal(
+            condition=NOT_BACK,
+            subject=resident,
+            site=site,
+            time=now,
+            severity=Severity.WARNING,
+            reason=reason,
+            resident=resident,
+            details={"left": lt.iso(r.away), "away_min": (now - r.away) // MINUTE_MS},
+        )
+
+    def _clear(
+        self, site: str, resident: str, r: Quiet, t: int, lt: LocalTime, label: str
+    ) -> AlertSignal:
+        condition = r.alert
+        text = "back home" if condition == NOT_BACK else "activity again"
+        return AlertSignal(
+            condition=condition,
+            subject=resident,
+            site=site,
+            time=t,
+            severity=Severity.WARNING if condition == NOT_BACK else Severity.HIGH,
+            reason=f"{text} at {lt.hhmm(t)}: {label}",
+            action="clear",
+            resident=resident,
+        )
+
+    # --- config ---------------------------------------------------------------------------
+    def _options(self, ctx: DetectorContext, site: str, resident: str) -> InactivityOptions:
+        site_raw = ctx.site_config(site).get("inactivity") or {}
+        res_raw = ctx.resident_config(resident).get("inactivity") or {}
+        key = (site, resident)
+        cached = self._opt_cache.get(key)
+        if cached is not None and cached[0] == id(site_raw) and cached[1] == id(res_raw):
+            return cached[2]
+        opts = self.options
+        try:
+            if isinstance(site_raw, Mapping) and site_raw:
+                opts = InactivityOptions.parse(site_raw, f"sites.{site}.inactivity", opts)
+            if isinstance(res_raw, Mapping) and res_raw:
+                opts = InactivityOptions.parse(res_raw, f"residents.{resident}.inactivity", opts)
+        except ConfigError as exc:
+            log.warning("ignoring inactivity overrides: %s", exc)
+            opts = self.options
+        self._opt_cache[key] = (id(site_raw), id(res_raw), opts)
+        return opts
+
+    def _local(self, ctx: DetectorContext, site: str) -> LocalTime:
+        tz = ctx.timezone(site)
+        lt = self._zones.get(site)
+        if lt is None or lt.tz is not tz:
+            lt = self._zones[site] = LocalTime(tz)
+        return lt
+
+
+def _activity(
+    event: Event, placement: str, r: Quiet, opts: InactivityOptions
+) -> tuple[str, str] | None:
+    """(HOME | OUT | ALIVE, label) when ``event`` shows the resident doing something."""
+    values, reading = event.values, event.reading
+    where = f" ({placement.replace('_', ' ')})" if placement else ""
+    if reading == "occupancy":
+        return (HOME, f"motion{where}") if values.get("occupancy") is True else None
+    if reading == "contact":
+        if isinstance(values.get("open"), bool):
+            is_open = bool(values["open"])
+        elif isinstance(values.get("contact"), bool):
+            is_open = not values["contact"]
+        else:
+            return None
+        before = r.doors.get(event.device)
+        r.doors[event.device] = is_open
+        if len(r.doors) > MAX_DEVICES:
+            r.doors.pop(next(iter(r.doors)))
+        if before is not None and before == is_open:
+            return None  # a periodic report, not a person
+        verb = "opened" if is_open else "closed"
+        if placement in opts.exit_placements:
+            return OUT, f"front door {verb}"
+        return HOME, f"door{where} {verb}"
+    if reading == "checkin":
+        return OUT, "check-in at the day-care center"
+    if event.kind == "pendant":
+        if reading == "press":
+            return ALIVE, "SOS button pressed"
+        activity = values.get("activity")
+        if reading == "heartbeat" and isinstance(activity, int | float) and activity > 0:
+            if not isinstance(activity, bool):
+                return ALIVE, "pendant movement"
+    return None
+
+
+def _kind_word(event: Event) -> str:
+    if event.reading == "contact":
+        return "door"
+    if event.reading == "occupancy":
+        return "motion"
+    if event.reading == "checkin":
+        return "check-in"
+    return "pendant"
+
+
+def _sensor_words(kinds: list[str]) -> str:
+    order = [k for k in ("door", "motion", "pendant") if k in kinds] or ["door", "motion"]
+    if len(order) == 1:
+        return order[0]
+    return ", ".join(order[:-1]) + " or " + order[-1]
+
+
+def _since(t: int, now: int, lt: LocalTime) -> str:
+    days = lt.day(now) - lt.day(t)
+    hhmm = lt.hhmm(t)
+    if days == 0:
+        return hhmm
+    if days == 1:
+        return f"yesterday {hhmm}"
+    return f"{lt.iso(t)[:10]} {hhmm}"
+
+
+def _not_back_due(left: int, lt: LocalTime, opts: InactivityOptions) -> int:
+    earliest = left + opts.away_grace
+    day = lt.day(earliest)
+    due = lt.at(day, opts.not_back_by)
+    if due < earliest:
+        due = lt.at(day + 1, opts.not_back_by)
+    return min(due, left + opts.away_limit)
+
+
+def _remember(items: list[str], item: str, limit: int) -> None:
+    if item in items:
+        return
+    items.append(item)
+    if len(items) > limit:
+        del items[0]

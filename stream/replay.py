@@ -1,0 +1,645 @@
+"""``carewatch replay``: run the detectors over a recorded event log with a simulated clock.
+
+Usage::
+
+    carewatch replay --events FILE.csv [--config FILE.yaml] [--until TIME] [--clears]
+
+The event log is a CSV file with the header ``time,resident,device,kind,value,placement``
+(extra columns are ignored):
+
+``time``
+    ISO-8601 (``2024-03-05T09:40:00+08:00``, ``...Z``); a time without an offset is local
+    time of the site (``timezone`` in the config, UTC by default).
+``kind`` / ``value``
+    ``door`` (1 = opened, 0 = closed), ``motion`` (1 = motion, 0 = no more motion; empty
+    = 1), ``checkin`` (face terminal; value ignored), ``button`` (SOS press),
+    ``pendant`` (heartbeat; value = activity count), ``battery`` (percent), ``tamper``
+    (1/0), ``footfall`` (``IN/OUT`` deltas, e.g. ``3/1``), ``gateway`` (1 = online,
+    0 = offline), ``device_status`` (1 = up, 0 = down; ``device`` is the device).
+``placement``
+    where the device is installed (``front_door``, ``bathroom``, ``bedroom``, ``kitchen``,
+    ``fridge``...); may be empty. The first non-empty placement of a device is its
+    placement for the whole replay (it becomes ``sites.<site>.devices.<device>.placement``
+    unless the config already sets one).
+
+Every row becomes an :class:`~device_profiles.events.Event` of one site and one gateway
+(``site``/``gateway`` in the config, ``replay``/``replay-gw`` by default). Rows are sorted
+by time (stable); a malformed row is reported on stderr with its line and column, counted
+and skipped, and the replay goes on.
+
+The clock is simulated (:class:`OfflineRunner`): before each event, and at the end up to
+``--until`` (default: the last event), every partition whose deadline has passed is ticked
+in deadline order, so each alert carries the time it *would* have been raised. Each alert
+is printed as one JSON line: ``time`` (ISO-8601, site local time), ``kind`` (the condition),
+``action``, ``resident``, ``subject``, ``site``, ``severity``, ``audience``, ``reason``,
+``device``, ``details``. Only raises are printed unless ``--clears`` is given; a raise for
+an alert already open (an update) is not printed again.
+
+The config (YAML) may hold::
+
+    site: home-12                 # or a mapping of settings with an ``id``
+    gateway: gw-12
+    timezone: Asia/Shanghai       # shorthand for sites.<site>.timezone
+    sites: {home-12: {timezone: ..., capacity: 20, opening_hours: "08:00-17:00", ...}}
+    residents: {r1: {lives_alone: true, inactivity: {day_cap: 8h}, absences: [[from, to]]}}
+    detectors: {inactivity: {quantile: 0.97}, noshow: {...}, operations: {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+import yaml
+
+from device_profiles.errors import CarewatchError, ConfigError
+from device_profiles.events import Event
+from stream.context import ConfigContext
+from stream.detectors.base import AlertSignal, Detector, DetectorContext
+from stream.detectors.sitetime import LocalTime
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("time", "resident", "device", "kind", "value", "placement")
+DEFAULT_SITE = "replay"
+DEFAULT_GATEWAY = "replay-gw"
+
+
+# --- the offline runner ---------------------------------------------------------------------
+class OfflineRunner:
+    """Detectors over time-ordered events with a simulated clock (replay, tests, benchmarks).
+
+    Feed events in time order with :meth:`feed`; call :meth:`advance` to move the clock
+    without data (``until``). Before an event at time ``t`` every partition whose deadline
+    is before ``t`` is ticked, earliest first, with ``now`` = its deadline, so alerts carry
+    the time they would have been raised live. A detector that fails on an event or a tick
+    is logged and counted in :attr:`errors`, and the replay goes on.
+    """
+
+    def __init__(self, detectors: Sequence[Detector[Any]], ctx: DetectorContext) -> None:
+        self.detectors = list(detectors)
+        self.ctx = ctx
+        self.states: dict[tuple[int, str], msgspec.Struct] = {}
+        self.now: int | None = None
+        self.errors = 0
+        self._due: dict[tuple[int, str], int] = {}
+        self._heap: list[tuple[int, int, int, str]] = []
+        self._seq = 0
+
+    def feed(self, event: Event) -> list[AlertSignal]:
+        """Tick what is due before ``event.time``, then fold ``event`` into every detector."""
+        alerts = self._fire(event.time, inclusive=False)
+        if self.now is None or event.time > self.now:
+            self.now = event.time
+        for index, detector in enumerate(self.detectors):
+            try:
+                key = detector.key(event)
+                if key is None:
+                    continue
+                state = self.states.get((index, key))
+                if state is None:
+                    state = detector.initial_state(key)
+                state, out = detector.step(state, event, self.ctx)
+            except Exception:  # one detector's bug must not stop a replay
+                self.errors += 1
+                log.exception(
+                    "detector %s failed on %s:%s", detector.name, event.gateway, event.seq
+                )
+                continue
+            self.states[(index, key)] = state
+            alerts.extend(out)
+            self._schedule(index, key, detector, state)
+        return alerts
+
+    def advance(self, now: int) -> list[AlertSignal]:
+        """Move the clock to ``now``, ticking every deadline up to and including it."""
+        alerts = self._fire(now, inclusive=True)
+        if self.now is None or now > self.now:
+            self.now = now
+        return alerts
+
+    def next_deadline(self) -> int | None:
+        """The earliest pending deadline, ms UTC."""
+        while self._heap:
+            due, _, index, key = self._heap[0]
+            if self._due.get((index, key)) == due:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    def _schedule(self, index: int, key: str, detector: Detector[Any], state: Any) -> None:
+        try:
+            due = detector.deadline(state)
+        except Exception:
+            self.errors += 1
+            log.exception("detector %s: deadline() failed", detector.name)
+            due = None
+        if due is None:
+            self._due.pop((index, key), None)
+            return
+        if self._due.get((index, key)) == due:
+            return
+        self._due[(index, key)] = due
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, index, key))
+
+    def _fire(self, limit: int, *, inclusive: bool) -> list[AlertSignal]:
+        alerts: list[AlertSignal] = []
+        while True:
+            due = self.next_deadline()
+            if due is None or due > limit or (due == limit and not inclusive):
+                return alerts
+            _, _, index, key = heapq.heappop(self._heap)
+            del self._due[(index, key)]
+            detector = self.detectors[index]
+            now = max(due, self.now or due)
+            try:
+                state, out = detector.tick(self.states[(index, key)], now, self.ctx)
+            except Exception:
+                self.errors += 1
+                log.exception("detector %s failed in tick(%s)", detector.name, key)
+                continue
+            self.states[(index, key)] = state
+            alerts.extend(out)
+            self._schedule(index, key, detector, state)
+            # A deadline that does not move past ``now`` would tick forever: drop it.
+            if self._due.get((index, key), now + 1) <= now:
+                self.errors += 1
+                log.error("detector %s: deadline did not move past %s; dropped", detector.name, now)
+                self._due.pop((index, key), None)
+
+
+def run_offline(
+    events: Iterable[Event],
+    detectors: Sequence[Detector[Any]],
+    ctx: DetectorContext,
+    until: int | None = None,
+) -> Iterator[AlertSignal]:
+    """Replay time-ordered ``events`` through ``detectors``; yield alerts as they happen.
+
+    The clock keeps running after the last event up to ``until`` (default: the last
+    event's time), so silence after the last event is judged too.
+    """
+    runner = OfflineRunner(detectors, ctx)
+    for event in events:
+        yield from runner.feed(event)
+    end = until if until is not None else runner.now
+    if end is not None:
+        yield from runner.advance(end)
+
+
+def default_detectors(
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Detector[Any]]:
+    """Every detector replay runs, configured from a ``detectors`` config section.
+
+    A section may say ``enabled: false`` to leave a detector out.
+    """
+    options = options or {}
+    factories: list[tuple[str, Callable[..., Detector[Any]]]] = []
+    from stream.detectors.inactivity import InactivityDetector
+    from stream.detectors.noshow import NoShowDetector
+    from stream.detectors.operations import operations_detectors
+
+    factories.append(("inactivity", InactivityDetector))
+    factories.append(("noshow", NoShowDetector))
+    try:
+        from stream.detectors.alarm import AlarmDetector
+    except ImportError:  # pragma: no cover - the emergency detector is part of the package
+        pass
+    else:
+        factories.append(("alarm", AlarmDetector))
+    detectors: list[Detector[Any]] = []
+    for name, factory in factories:
+        section = dict(options.get(name) or {})
+        if section.pop("enabled", True) is False:
+            continue
+        try:
+            detectors.append(factory(**section))
+        except TypeError as exc:
+            raise ConfigError(str(exc), path=f"detectors.{name}") from exc
+    section = dict(options.get("operations") or {})
+    if section.pop("enabled", True) is not False:
+        detectors.extend(operations_detectors(**section))
+    return detectors
+
+
+# --- CSV ------------------------------------------------------------------------------------
+class RowError(CarewatchError):
+    """A row of the event log is malformed; names the line and the column."""
+
+    def __init__(self, line: int, column: str, message: str) -> None:
+        self.line = line
+        self.column = column
+        super().__init__(f"line {line}, column {column!r}: {message}")
+
+
+@dataclass
+class ReplayConfig:
+    """What ``--config`` says, with defaults."""
+
+    site: str = DEFAULT_SITE
+    gateway: str = DEFAULT_GATEWAY
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    residents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def site_settings(self) -> dict[str, Any]:
+        """The settings of the replayed site (created when missing)."""
+        return self.sites.setdefault(self.site, {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplayConfig:
+        """Read a replay config file; raises ConfigError naming the file and the key."""
+        file = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=file) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
+        return cls.from_mapping(raw or {}, file=file)
+
+    @classmethod
+    def from_mapping(cls, raw: Any, file: str | None = None) -> ReplayConfig:
+        """Build from a parsed mapping (see the module doc)."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError("must be a mapping", file=file)
+        config = cls()
+        for name in ("sites", "residents", "detectors"):
+            section = raw.get(name) or {}
+            if not isinstance(section, Mapping) or not all(
+                isinstance(v, Mapping) for v in section.values()
+            ):
+                raise ConfigError("must map ids to mappings", file=file, path=name)
+            setattr(config, name, {str(k): dict(v) for k, v in section.items()})
+        site = raw.get("site", DEFAULT_SITE)
+        if isinstance(site, Mapping):
+            settings = dict(site)
+            config.site = str(settings.pop("id", DEFAULT_SITE))
+            config.site_settings().update(settings)
+        elif isinstance(site, str) and site:
+            config.site = site
+        else:
+            raise ConfigError(f"{site!r} is not a site id or a mapping", file=file, path="site")
+        gateway = raw.get("gateway", DEFAULT_GATEWAY)
+        if not isinstance(gateway, str) or not gateway:
+            raise ConfigError(f"{gateway!r} is not a gateway id", file=file, path="gateway")
+        config.gateway = gateway
+        if "timezone" in raw:
+            config.site_settings()["timezone"] = raw["timezone"]
+        for known in ("site", "gateway", "timezone", "sites", "residents", "detectors"):
+            raw = {k: v for k, v in raw.items() if k != known}
+        if raw:
+            raise ConfigError(
+                "unknown keys (allowed: site, gateway, timezone, sites, residents, detectors)",
+                file=file,
+                path=", ".join(sorted(map(str, raw))),
+            )
+        return config
+
+    def context(self) -> ConfigContext:
+        """A detector context over this config; absences come from ``residents.*.absences``."""
+        spans: dict[str, list[tuple[int, int]]] = {}
+        tz = _tz(self.sites.get(self.site, {}).get("timezone"))
+        for resident, settings in self.residents.items():
+            for i, span in enumerate(settings.get("absences") or []):
+                where = f"residents.{resident}.absences[{i}]"
+                if not isinstance(span, list | tuple) or len(span) != 2:
+                    raise ConfigError("must be [from, to]", path=where)
+                start, end = (_config_time(v, tz, where) for v in span)
+                spans.setdefault(resident, []).append((start, end))
+
+        def absent(resident: str, at_ms: int) -> bool:
+            return any(a <= at_ms < b for a, b in spans.get(resident, ()))
+
+        return ConfigContext(self.sites, self.residents, absent)
+
+
+def _tz(name: Any) -> tzinfo:
+    return ConfigContext({"s": {"timezone": name}} if isinstance(name, str) else {}).timezone("s")
+
+
+def _config_time(value: Any, tz: tzinfo, where: str) -> int:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError as exc:
+            raise ConfigError(f"{value!r} is not an ISO-8601 time", path=where) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return int(moment.timestamp() * 1000)
+
+
+def parse_time(text: str, tz: tzinfo) -> int:
+    """ms UTC of an ISO-8601 time; a time without an offset is local time in ``tz``."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return round(moment.timestamp() * 1000)
+
+
+def _int(text: str, line: int, column: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise RowError(line, column, f"{text!r} is not {what}") from None
+
+
+def _flag(text: str, line: int, default: bool | None = None) -> bool:
+    text = text.strip().lower()
+    if text in ("1", "true", "on", "open", "yes"):
+        return True
+    if text in ("0", "false", "off", "closed", "close", "no"):
+        return False
+    if not text and default is not None:
+        return default
+    raise RowError(line, "value", f"{text!r} is not 1 or 0")
+
+
+def row_event(
+    row: Mapping[str, str], line: int, seq: int, config: ReplayConfig, tz: tzinfo
+) -> Event:
+    """The Event of one CSV row; raises :class:`RowError` naming the line and column."""
+    text = row.get("time") or ""
+    try:
+        time = parse_time(text, tz)
+    except ValueError:
+        raise RowError(line, "time", f"{text!r} is not an ISO-8601 time") from None
+    resident = (row.get("resident") or "").strip() or None
+    device = (row.get("device") or "").strip()
+    kind = (row.get("kind") or "").strip().lower()
+    value = (row.get("value") or "").strip()
+    if not device:
+        raise RowError(line, "device", "is empty")
+    urgent = False
+    values: dict[str, Any]
+    if kind == "door":
+        is_open = _flag(value, line)
+        kind, reading, values = "door", "contact", {"contact": not is_open, "open": is_open}
+    elif kind == "motion":
+        reading, values = "occupancy", {"occupancy": _flag(value, line, default=True)}
+    elif kind == "checkin":
+        kind, reading = "face_terminal", "checkin"
+        values = {"person": resident or "", "score": 1.0, "liveness": True, "terminal": device}
+    elif kind in ("button", "press", "sos"):
+        kind, reading, values, urgent = "pendant", "press", {"button": "sos"}, True
+    elif kind == "pendant":
+        activity = _int(value or "0", line, "value", "an activity count")
+        reading, values = "heartbeat", {"activity": activity}
+    elif kind == "battery":
+        level = _int(value, line, "value", "a battery percentage")
+        if not 0 <= level <= 100:
+            raise RowError(line, "value", f"{level} is not a percentage (0-100)")
+        reading, values = "battery", {"battery": level, "battery_low": level <= 20}
+    elif kind == "tamper":
+        reading, values = "tamper", {"tamper": _flag(value, line)}
+    elif kind == "footfall":
+        parts = value.split("/")
+        if len(parts) != 2:
+            raise RowError(line, "value", f"{value!r} is not IN/OUT counts (e.g. 3/1)")
+        count_in = _int(parts[0], line, "value", "a count")
+        count_out = _int(parts[1], line, "value", "a count")
+        if count_in < 0 or count_out < 0:
+            raise RowError(line, "value", "counts must not be negative")
+        reading, values = "counts", {"in": count_in, "out": count_out}
+    elif kind == "gateway":
+        return Event(
+            gateway=device,
+            seq=seq,
+            time=time,
+            received=time,
+            site=config.site,
+            device=device,
+            kind="gateway",
+            reading="status",
+            values={"online": _flag(value, line)},
+        ).checked()
+    elif kind == "device_status":
+        reading, values = "device_status", {"device": device, "up": _flag(value, line)}
+        return Event(
+            gateway=config.gateway,
+            seq=seq,
+            time=time,
+            received=time,
+            site=config.site,
+            device=config.gateway,
+            kind="gateway",
+            reading=reading,
+            values=values,
+        ).checked()
+    elif not kind:
+        raise RowError(line, "kind", "is empty")
+    else:
+        raise RowError(
+            line,
+            "kind",
+            f"{kind!r} is not a known kind (door, motion, checkin, button, pendant, battery, "
+            "tamper, footfall, gateway, device_status)",
+        )
+    try:
+        return Event(
+            gateway=config.gateway,
+            seq=seq,
+            time=time,
+            received=time,
+            site=config.site,
+            device=device,
+            kind=kind,
+            reading=reading,
+            values=values,
+            resident=resident,
+            urgent=urgent,
+        ).checked()
+    except CarewatchError as exc:
+        column = (
+            "time" if "time" in str(exc) else "resident" if "resident" in str(exc) else "device"
+        )
+        raise RowError(line, column, str(exc)) from None
+
+
+@dataclass
+class LoadedLog:
+    """Events read from a CSV log (time-ordered), and the rows that were set aside."""
+
+    events: list[Event]
+    errors: list[RowError]
+    placements: dict[str, str]
+
+
+def read_events(
+    stream: TextIO, config: ReplayConfig, on_error: Callable[[RowError], None]
+) -> LoadedLog:
+    """Read a CSV event log; malformed rows go to ``on_error`` and are skipped."""
+    tz = _tz(config.sites.get(config.site, {}).get("timezone"))
+    reader = csv.DictReader(stream)
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in header and c != "placement"]
+    if missing:
+        raise ConfigError(
+            f"the header must name {', '.join(COLUMNS)} (missing: {', '.join(missing)})",
+            path="line 1",
+        )
+    reader.fieldnames = header
+    events: list[Event] = []
+    errors: list[RowError] = []
+    placements: dict[str, str] = {}
+    seq = 0
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # more fields than the header
+            error = RowError(line, str(len(header) + 1), "more fields than the header")
+            errors.append(error)
+            on_error(error)
+            continue
+        if all(not (v or "").strip() for v in row.values()):
+            continue
+        seq += 1
+        try:
+            event = row_event(row, line, seq, config, tz)
+        except RowError as error:
+            errors.append(error)
+            on_error(error)
+            continue
+        placement = (row.get("placement") or "").strip()
+        if placement and event.device not in placements:
+            placements[event.device] = placement
+        events.append(event)
+    events.sort(key=lambda e: e.time)  # stable: rows of the same time keep their order
+    return LoadedLog(events, errors, placements)
+
+
+def apply_placements(config: ReplayConfig, placements: Mapping[str, str]) -> None:
+    """Record the CSV's placements as site device config (the config file wins)."""
+    devices = config.site_settings().setdefault("devices", {})
+    if not isinstance(devices, dict):
+        return
+    for device, placement in placements.items():
+        entry = devices.get(device)
+        if entry is None:
+            devices[device] = {"placement": placement}
+        elif isinstance(entry, dict) and "placement" not in entry:
+            entry["placement"] = placement
+
+
+def alert_json(alert: AlertSignal, lt: LocalTime) -> str:
+    """One JSON line for an alert (see the module doc)."""
+    out = {
+        "time": lt.iso(alert.time),
+        "kind": alert.condition,
+        "action": alert.action,
+        "resident": alert.resident,
+        "subject": alert.subject,
+        "site": alert.site,
+        "severity": str(alert.severity),
+        "audience": str(alert.audience),
+        "reason": alert.reason,
+        "device": alert.device,
+        "details": dict(alert.details),
+    }
+    return json.dumps(out, ensure_ascii=False, default=str)
+
+
+# --- command --------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carewatch replay",
+        description="Replay an event log (CSV) through the detectors with a simulated clock "
+        "and print the alerts they would have raised, one JSON line each.",
+    )
+    parser.add_argument(
+        "--events", required=True, help="CSV: time,resident,device,kind,value,placement"
+    )
+    parser.add_argument("--config", help="YAML: site settings, residents, detector options")
+    parser.add_argument(
+        "--until", help="keep the clock running up to this time (ISO-8601; default: last event)"
+    )
+    parser.add_argument("--clears", action="store_true", help="also print when alerts clear")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``carewatch replay``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="carewatch replay: %(message)s")
+    try:
+        config = ReplayConfig.load(args.config) if args.config else ReplayConfig()
+        tz = _tz(config.sites.get(config.site, {}).get("timezone"))
+        until = None
+        if args.until:
+            try:
+                until = parse_time(args.until, tz)
+            except ValueError:
+                raise ConfigError(
+                    f"{args.until!r} is not an ISO-8601 time", path="--until"
+                ) from None
+        bad = 0
+
+        def report(error: RowError) -> None:
+            nonlocal bad
+            bad += 1
+            print(f"carewatch replay: {args.events}: {error} (row skipped)", file=sys.stderr)
+
+        try:
+            with open(args.events, encoding="utf-8", newline="") as stream:
+                loaded = read_events(stream, config, report)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=args.events) from exc
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=args.events, path=exc.path) from None
+        apply_placements(config, loaded.placements)
+        ctx = config.context()
+        detectors = default_detectors(config.detectors)
+    except ConfigError as exc:
+        print(f"carewatch replay: {exc}", file=sys.stderr)
+        return 2
+    lt = LocalTime(ctx.timezone(config.site))
+    out = sys.stdout
+    open_keys: set[str] = set()
+    printed = 0
+    runner = OfflineRunner(detectors, ctx)
+
+    def emit(alerts: list[AlertSignal]) -> None:
+        nonlocal printed
+        for alert in alerts:
+            if alert.action == "clear":
+                if alert.key not in open_keys and not args.clears:
+                    continue
+                open_keys.discard(alert.key)
+                if not args.clears:
+                    continue
+            else:
+                if alert.key in open_keys:
+                    continue
+                open_keys.add(alert.key)
+            out.write(alert_json(alert, lt) + "\n")
+            printed += 1
+
+    for event in loaded.events:
+        emit(runner.feed(event))
+    end = until if until is not None else runner.now
+    if end is not None:
+        emit(runner.advance(end))
+    out.flush()
+    print(
+        f"carewatch replay: {len(loaded.events)} events, {printed} alerts printed, "
+        f"{bad} malformed rows skipped, {runner.errors} detector errors",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
