@@ -141,8 +141,14 @@ class FaceTerminalSimulator(MqttDeviceSimulator):
         elif fault in ("wrong_type", "bad_time"):
             doc: dict[str, Any] = msgspec.json.decode(good.payload)
             if fault == "wrong_type":
-                person = next(r for r in self.face.reads if r.res.name == "person")
-                set_path(doc, person.path, 42)
+                # The person id as a number; a profile without one gets a numeric terminal.
+                target = next(
+                    (r for r in self.face.reads if r.res.name in ("person", "terminal")),
+                    None,
+                )
+                if target is None:
+                    return super().fault_message(fault)
+                set_path(doc, target.path, 42)
             else:
                 set_path(doc, self.face.time_path, "01/03/2024 08:30:05")
             payload = msgspec.json.encode(doc)
