@@ -29,7 +29,10 @@ wrong types, out-of-range values) raises :class:`DecodeError` naming the device 
 fault.
 
 Reading.source is the friendly name taken from the topic: one subscription serves all
-devices of a Z2M instance, and the agent maps friendly names to its device ids.
+devices of a Z2M instance, and the agent maps friendly names to its device ids. A topic
+outside the codec's base topic (a site that overrides ``base_topic`` while the codec is
+shared per profile) still decodes, with the last topic level as the friendly name;
+friendly names containing ``/`` need ``Zigbee2MqttCodec(profile, base_topic=...)``.
 
 :meth:`Zigbee2MqttCodec.track` adds ``changed`` (bool) to primary readings: Z2M
 republishes the whole state on every battery or link report, so a door that reports
@@ -238,14 +241,7 @@ class Zigbee2MqttCodec(Codec):
     def decode(self, raw: Raw, device: str) -> list[Reading]:
         """Decode one state or availability message (see the module docstring)."""
         msg = as_message(raw, device)
-        topic = parse_topic(msg.topic, self.base_topic)
-        if topic is None:
-            raise DecodeError(
-                device,
-                "topic",
-                f"{msg.topic!r} is not a device state or availability topic "
-                f"under {self.base_topic!r}",
-            )
+        topic = self._topic(msg.topic, device)
         if not msg.payload:
             # An empty (retained) payload is how a removed device's topic is cleared.
             log.debug("%s: empty payload on %s", device, msg.topic)
@@ -270,6 +266,27 @@ class Zigbee2MqttCodec(Codec):
             return []
         reading = self.reading if self.primary in values else STATUS
         return [Reading(reading, values, source=topic.name)]
+
+    def _topic(self, topic: str, device: str) -> Z2mTopic:
+        if topic.startswith(self.base_topic + "/"):
+            found = parse_topic(topic, self.base_topic)
+            if found is None:
+                raise DecodeError(
+                    device,
+                    "topic",
+                    f"{topic!r} is not a device state or availability topic "
+                    f"under {self.base_topic!r}",
+                )
+            return found
+        # A site may run Zigbee2MQTT under another base topic than the profile's (the
+        # agent subscribes to the site's). Without the base, the friendly name is taken
+        # as the last level: names containing '/' need the base given to the codec.
+        parts = topic.split("/")
+        if len(parts) >= 3 and parts[-1] == AVAILABILITY and parts[-2]:
+            return Z2mTopic(parts[-2], "availability")
+        if len(parts) >= 2 and parts[-1] and parts[-1] not in ("set", "get", AVAILABILITY):
+            return Z2mTopic(parts[-1], "state")
+        raise DecodeError(device, "topic", f"{topic!r} is not a Zigbee2MQTT device topic")
 
     @staticmethod
     def _availability(payload: bytes, device: str) -> bool:
