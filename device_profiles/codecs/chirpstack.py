@@ -59,7 +59,7 @@ import msgspec
 from device_profiles.codecs.base import MqttMessage, Raw, Reading, unknown_fields
 from device_profiles.codecs.pendant_payload import PendantCodecBase
 from device_profiles.errors import DecodeError, EncodeError, ProfileError
-from device_profiles.events import Value
+from device_profiles.events import MAX_TIME_MS, MIN_TIME_MS, Value
 from device_profiles.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ def _time_ms(device: str, value: Any) -> int | None:
         except ValueError:
             ts = None
         if ts is not None and ts.tzinfo is not None:
-            return round(ts.timestamp() * 1000)
+            ms = round(ts.timestamp() * 1000)
+            if MIN_TIME_MS <= ms <= MAX_TIME_MS:  # else a gateway without time sync
+                return ms
     log.warning("%s: unreadable uplink time %r ignored", device, value)
     return None
 
