@@ -706,7 +706,7 @@ class _Checker:
                     f"unknown site broker {broker!r}; known: {sorted(site_brokers)}",
                 )
             out["broker"] = broker
-            out["qos"] = self.integer(t, "qos", path, 1, minimum=0, maximum=2)
+            out["qos"] = self.integer(t, "qos", path, 1, minimum=0, maximum=1)
             topics = t.get("topics")
             if topics is not None and (
                 not isinstance(topics, list | tuple)

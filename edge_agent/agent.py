@@ -1,0 +1,381 @@
+"""The edge agent of one gateway: sources -> ingest -> durable queue -> uplink.
+
+:class:`Agent` wires the parts together and runs them until stopped:
+
+- one supervised task per :class:`~edge_agent.sources.Source` (a failing source is
+  retried with backoff and reported; the others keep running);
+- the :class:`~edge_agent.uplink.Uplink` (central broker, heartbeat);
+- a housekeeping task: device-down checks, queue expiry, persisting the last trusted
+  time, giving free pages back to the file system.
+
+``SIGHUP`` reloads the config file: sources are stopped and rebuilt, the uplink is
+restarted only when the broker settings changed (after its in-flight batches are
+acknowledged), and the queue is never touched, so nothing is lost or sent twice. The
+site, gateway and queue path cannot change by reload (they name the queue): such a
+reload is refused with a log line. ``SIGTERM``/``SIGINT`` stop it cleanly: sources
+first, then the pending commits, then in-flight batches and the ``offline`` status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from device_profiles.errors import CarewatchError
+from device_profiles.profiles import ProfileRegistry
+from edge_agent.clock import Clock
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.health import DeviceHealth, Transition, cpu_temperature
+from edge_agent.ingest import Bound, Ingest
+from edge_agent.queue import EventQueue
+from edge_agent.sources import Source
+from edge_agent.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+SOURCE_BACKOFF_FIRST_S = 0.5
+SOURCE_BACKOFF_CAP_S = 5.0
+HOUSEKEEPING_S = 1.0
+STOP_TIMEOUT_S = 10.0
+_LAST_TRUSTED = "clock.last_trusted_ms"
+
+
+def build_sources(ingest: Ingest) -> list[Source]:
+    """One source per serial port, Modbus bus and site broker, from the bound devices."""
+    from edge_agent.sources.modbus import ModbusSource
+    from edge_agent.sources.mqtt import MqttSource
+    from edge_agent.sources.serial import SerialSource
+
+    serial_ports: dict[str, list[Bound]] = {}
+    buses: dict[str, list[Bound]] = {}
+    brokers: dict[str, list[Bound]] = {}
+    for dev in ingest.devices.values():
+        t = dev.config.transport
+        if dev.config.section == "serial":
+            serial_ports.setdefault(str(t["port"]), []).append(dev)
+        elif dev.config.section == "modbus":
+            buses.setdefault(str(t["port"]), []).append(dev)
+        else:
+            brokers.setdefault(str(t["broker"]), []).append(dev)
+    sources: list[Source] = []
+    sources += [SerialSource(port, devs, ingest) for port, devs in serial_ports.items()]
+    sources += [ModbusSource(port, devs, ingest) for port, devs in buses.items()]
+    sources += [
+        MqttSource(name, ingest.config.site_brokers[name], devs, ingest)
+        for name, devs in brokers.items()
+    ]
+    return sources
+
+
+class Agent:
+    """Runs one gateway; see the module docstring."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        registry: ProfileRegistry | None = None,
+        clock_factory: Callable[[int | None], Clock] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry or ProfileRegistry.load(*config.profile_dirs)
+        self._clock_factory = clock_factory
+        self.health = DeviceHealth()
+        self.sources: list[Source] = []
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.started_mono = time.monotonic()
+        self.queue: EventQueue | None = None
+        self.uplink: Uplink | None = None
+        self.ingest: Ingest | None = None
+        self.clock: Clock | None = None
+        self.ready = asyncio.Event()
+
+    # -- control --------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the agent to shut down cleanly (SIGTERM)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the agent to re-read its config file (SIGHUP)."""
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    # -- run ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`request_stop`."""
+        cfg = self.config
+        q = cfg.queue
+        self.queue = queue = await EventQueue.open(
+            q.path,
+            gateway=cfg.gateway,
+            site=cfg.site,
+            max_bytes=q.max_bytes,
+            max_age_s=q.max_age_s,
+            quarantine_max=q.quarantine_max,
+        )
+        try:
+            await self._run(queue)
+        finally:
+            await queue.close()
+            log.info("agent: stopped")
+
+    async def _run(self, queue: EventQueue) -> None:
+        cfg = self.config
+        stored = await queue.call(queue.store.meta, _LAST_TRUSTED)
+        last_trusted = int(stored) if stored else None
+        if self._clock_factory is not None:
+            self.clock = clock = self._clock_factory(last_trusted)
+        else:
+            self.clock = clock = Clock(
+                trust=cfg.clock.trust, last_trusted_ms=last_trusted, sync_file=cfg.clock.sync_file
+            )
+        corrections: list[int] = []
+        clock.on_trusted = corrections.append
+        states = await queue.call(queue.store.states)
+        self.ingest = ingest = Ingest(
+            cfg,
+            queue,
+            clock=clock,
+            health=self.health,
+            registry=self.registry,
+            states=states,
+            on_transition=self._on_transition,
+        )
+        self.uplink = uplink = Uplink(cfg, queue, self.heartbeat)
+        uplink_task = asyncio.create_task(uplink.run(), name="uplink")
+        self._start_sources()
+        housekeeping = asyncio.create_task(self._housekeeping(corrections), name="housekeeping")
+        log.info(
+            "agent: site %s gateway %s: %d devices, %d sources; queue %s (%d queued, next seq %d)",
+            cfg.site,
+            cfg.gateway,
+            len(ingest.devices),
+            len(self.sources),
+            cfg.queue.path,
+            queue.store.depth,
+            queue.store.next_seq,
+        )
+        self.ready.set()
+        try:
+            while not self._stop.is_set():
+                stop = asyncio.ensure_future(self._stop.wait())
+                reload = asyncio.ensure_future(self._reload.wait())
+                await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                reload.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    uplink_task = await self._do_reload(uplink_task)
+        finally:
+            await self._stop_sources()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await queue.flush()
+            await self._stop_uplink(uplink_task)
+            if self.clock.trusted:
+                with contextlib.suppress(Exception):
+                    await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(self.clock.now_ms()))
+
+    async def _stop_uplink(self, task: asyncio.Task[None]) -> None:
+        assert self.uplink is not None
+        await self.uplink.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("agent: uplink did not finish in %.0f s; closing anyway", STOP_TIMEOUT_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _do_reload(self, uplink_task: asyncio.Task[None]) -> asyncio.Task[None]:
+        assert self.ingest is not None and self.queue is not None
+        try:
+            new = load_config(self.config.file)
+            registry = ProfileRegistry.load(*new.profile_dirs)
+        except CarewatchError as exc:
+            log.error("agent: reload refused, keeping the running config: %s", exc)
+            return uplink_task
+        old = self.config
+        if (new.site, new.gateway, new.queue.path) != (old.site, old.gateway, old.queue.path):
+            log.error(
+                "agent: reload refused: site, gateway and queue.path can only change by a restart"
+            )
+            return uplink_task
+        log.info("agent: reloading %s", new.file)
+        await self._stop_sources()
+        await self.queue.flush()
+        self.config = new
+        self.registry = registry
+        self.ingest.registry = registry
+        self.ingest.configure(new)
+        self.queue.store.max_bytes = new.queue.max_bytes
+        self.queue.store.max_age_s = new.queue.max_age_s
+        self.queue.store.quarantine_max = new.queue.quarantine_max
+        if (new.broker, new.topic_root, new.queue, new.health) != (
+            old.broker,
+            old.topic_root,
+            old.queue,
+            old.health,
+        ):
+            await self._stop_uplink(uplink_task)
+            self.uplink = Uplink(new, self.queue, self.heartbeat)
+            uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        else:
+            assert self.uplink is not None
+            self.uplink.config = new
+        self._start_sources()
+        log.info(
+            "agent: reloaded: %d devices on %d sources", len(self.ingest.devices), len(self.sources)
+        )
+        return uplink_task
+
+    # -- sources --------------------------------------------------------------------
+    def _start_sources(self) -> None:
+        assert self.ingest is not None
+        self.sources = build_sources(self.ingest)
+        self._source_tasks = [
+            asyncio.create_task(self._supervise(s), name=s.name) for s in self.sources
+        ]
+
+    async def _stop_sources(self) -> None:
+        for t in self._source_tasks:
+            t.cancel()
+        for t in self._source_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._source_tasks = []
+
+    async def _supervise(self, source: Source) -> None:
+        """Run a source forever: report and retry with backoff when it fails."""
+        delay = SOURCE_BACKOFF_FIRST_S
+        while True:
+            started = time.monotonic()
+            source.state = "running"
+            try:
+                await source.run()
+                raise CarewatchError("stopped by itself")
+            except asyncio.CancelledError:
+                source.state = "stopped"
+                await source.close()
+                raise
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                if time.monotonic() - started > 30:
+                    delay = SOURCE_BACKOFF_FIRST_S  # it ran fine for a while: retry fast
+                if source.last_error != reason or source.state != "failed":
+                    log.warning("%s: failed: %s; retrying in %.1f s", source.name, reason, delay)
+                source.state, source.last_error = "failed", reason
+                source.restarts += 1
+                for dev in source.devices:
+                    self.health.source_errors[dev.id] = f"{source.name}: {reason}"
+            await source.close()
+            await asyncio.sleep(delay)
+            delay = min(SOURCE_BACKOFF_CAP_S, delay * 2)
+
+    def _on_transition(self, t: Transition) -> None:
+        if t.up:
+            self.health.source_errors.pop(t.device, None)
+        if self.uplink is not None:
+            self.uplink.poke_health()
+
+    # -- housekeeping ---------------------------------------------------------------
+    async def _housekeeping(self, corrections: list[int]) -> None:
+        assert self.queue is not None and self.ingest is not None and self.clock is not None
+        queue, clock = self.queue, self.clock
+        last_persist = 0.0
+        last_expire = 0.0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                for s in self.sources:
+                    if s.state == "running" and s.last_error is not None:
+                        log.info("%s: running again", s.name)
+                        s.last_error = None
+                        for dev in s.devices:
+                            self.health.source_errors.pop(dev.id, None)
+                self.ingest.transitions(self.health.check())
+                stamp = clock.now()
+                while corrections:
+                    delta = corrections.pop(0)
+                    await queue.flush()
+                    n = await queue.call(queue.store.correct_times, delta)
+                    if n:
+                        log.info("clock: corrected %d queued events by %+d ms", n, delta)
+                now = time.monotonic()
+                if stamp.ok and now - last_persist > 60:
+                    last_persist = now
+                    await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(stamp.ms))
+                if now - last_expire > 60:
+                    last_expire = now
+                    n = await queue.call(queue.store.expire, stamp.ms)
+                    if n:
+                        log.warning("queue: dropped %d events older than max_age", n)
+                    if queue.store.depth == 0:
+                        await queue.call(queue.store.vacuum, 2000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("agent: housekeeping failed; will retry")
+
+    # -- heartbeat --------------------------------------------------------------------
+    async def heartbeat(self) -> dict[str, Any]:
+        """The health document published on ``.../health``."""
+        assert self.queue is not None and self.clock is not None
+        stats = await self.queue.stats()
+        stamp = self.clock.now()
+        counters = stats.counters
+        drops = {k: v for k, v in counters.items() if k.startswith(("dropped_", "urgent_"))}
+        decode_errors: dict[str, dict[str, int]] = {}
+        for name, n in counters.items():
+            if name.startswith("decode_errors."):
+                device, _, fault = name[len("decode_errors.") :].rpartition(".")
+                decode_errors.setdefault(device, {})[fault] = n
+        doc: dict[str, Any] = {
+            "site": self.config.site,
+            "gateway": self.config.gateway,
+            "time": stamp.ms,
+            "clock_ok": stamp.ok,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "pid": os.getpid(),
+            "queue": {
+                "depth": stats.depth,
+                "urgent": stats.urgent,
+                "bytes": stats.bytes,
+                "max_bytes": self.config.queue.max_bytes,
+                "oldest_age_s": None
+                if stats.oldest_ms is None
+                else round(max(0, stamp.ms - stats.oldest_ms) / 1000, 1),
+                "next_seq": stats.next_seq,
+                "sent": counters.get("sent", 0),
+            },
+            "drops": drops,
+            "decode_errors": decode_errors,
+            "devices": self.health.snapshot(),
+            "sources": {
+                s.name: {
+                    "state": s.state,
+                    **({"error": s.last_error} if s.last_error else {}),
+                    "restarts": s.restarts,
+                }
+                for s in self.sources
+            },
+        }
+        temp = cpu_temperature()
+        if temp is not None:
+            doc["cpu_temp_c"] = temp
+        return doc

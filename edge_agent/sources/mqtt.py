@@ -1,0 +1,160 @@
+"""Devices behind a site-local MQTT broker: Zigbee2MQTT, face terminals, ChirpStack.
+
+One :class:`MqttSource` per configured site broker. Each device's topics come from its
+profile's transport (``base_topic`` for Zigbee2MQTT, a ``topic`` template for the
+others, where ``{device}``/``{address}``/``{dev_eui}`` stand for the device's address
+and any other ``{placeholder}`` becomes the ``+`` wildcard) or from ``mqtt.topics`` in
+the site config. A message is routed by its exact topic, else by the filters; when a
+filter serves several devices the codec's ``Reading.source`` picks the device.
+
+Delivery: the source keeps a persistent session (fixed client id, clean_session off)
+and acknowledges a QoS 1 message only after the Events it produced are on disk, so a
+message the agent had not stored when it died is delivered again by the local broker.
+A local broker restart ends the session with an error; the agent reconnects with
+backoff and the other sources keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import aiomqtt
+
+from device_profiles.codecs import MqttMessage, Reading
+from device_profiles.errors import CarewatchError, DecodeError
+from device_profiles.topics import matches
+from edge_agent.config import BrokerConfig
+from edge_agent.ingest import Bound, Ingest
+from edge_agent.queue import AppendResult
+from edge_agent.sources import Source
+
+log = logging.getLogger(__name__)
+
+
+class _Wildcards(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "+"
+
+
+def device_topics(device: Bound) -> list[str]:
+    """The topic filters a device publishes on (see the module docstring)."""
+    t = device.config.transport
+    address = device.config.address or device.id
+    names = _Wildcards(device=address, address=address, dev_eui=address, devEui=address)
+    explicit = t.get("topics")
+    if explicit:
+        return [string.Formatter().vformat(str(x), (), names) for x in explicit]
+    if device.config.protocol == "zigbee2mqtt":
+        base = str(t.get("base_topic", "zigbee2mqtt"))
+        return [f"{base}/{address}", f"{base}/{address}/availability"]
+    template = t.get("topic")
+    if template:
+        return [string.Formatter().vformat(str(template), (), names)]
+    raise CarewatchError(
+        f"{device.id}: profile {device.profile.name!r} names no topic; set mqtt.topics"
+    )
+
+
+class MqttSource(Source):
+    """All devices on one site-local broker."""
+
+    kind: ClassVar[str] = "mqtt"
+
+    def __init__(
+        self, broker_name: str, broker: BrokerConfig, devices: Sequence[Bound], ingest: Ingest
+    ) -> None:
+        super().__init__(f"mqtt:{broker_name}", devices, ingest)
+        self.broker = broker
+        self.exact: dict[str, list[Bound]] = {}
+        self.filters: list[tuple[str, Bound]] = []
+        self.qos: dict[str, int] = {}
+        for d in self.devices:
+            for topic in device_topics(d):
+                qos = min(1, int(d.config.transport.get("qos", 1)))
+                self.qos[topic] = max(self.qos.get(topic, 0), qos)
+                if "+" in topic or "#" in topic:
+                    self.filters.append((topic, d))
+                else:
+                    self.exact.setdefault(topic, []).append(d)
+        self.messages = 0
+        self.unrouted = 0
+
+    def route(self, topic: str) -> list[Bound]:
+        """Devices a message on ``topic`` may belong to."""
+        found = self.exact.get(topic)
+        if found:
+            return found
+        return [d for f, d in self.filters if matches(f, topic)]
+
+    async def run(self) -> None:
+        from edge_agent.uplink import client_kwargs
+
+        client = aiomqtt.Client(**client_kwargs(self.broker), clean_session=False)
+        # Acknowledge only once stored (see the module docstring). aiomqtt has no
+        # switch for this, so it is set on its paho client before connecting.
+        paho = client._client
+        paho.manual_ack_set(True)
+        async with client:
+            for topic, qos in self.qos.items():
+                await client.subscribe(topic, qos=qos)
+            log.info("%s: subscribed to %d topics", self.name, len(self.qos))
+            async for message in client.messages:
+                await self.ingest.queue.wait_for_room()  # backpressure from the disk
+                fut = self.handle(str(message.topic), message.payload, message.retain)
+                if message.qos > 0:
+                    fut.add_done_callback(_acker(paho, message.mid, message.qos))
+
+    def handle(
+        self, topic: str, payload: Any, retain: bool = False
+    ) -> asyncio.Future[AppendResult]:
+        """Decode and route one message; returns the future of its commit."""
+        self.messages += 1
+        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        devices = self.route(topic)
+        if not devices:
+            self.unrouted += 1
+            return self.ingest.fault(self.name, "unknown_topic", f"no device for {topic!r}", data)
+        first = devices[0]
+        msg = MqttMessage(topic, data, retain)
+        try:
+            readings = first.codec.decode(msg, first.id)
+        except DecodeError as exc:
+            return self.ingest.fault(first.id, exc.fault, exc.detail, data)
+        except CarewatchError as exc:
+            return self.ingest.fault(first.id, "decode", str(exc), data)
+        if len(devices) == 1:
+            return self.ingest.readings(first, readings)
+        by_address: Mapping[str, Bound] = {d.config.address or d.id: d for d in devices}
+        routed: dict[str, tuple[Bound, list[Reading]]] = {}
+        for r in readings:
+            device = by_address.get(r.source or "")
+            if device is None:
+                self.unrouted += 1
+                self.ingest.fault(
+                    self.name,
+                    "unknown_device",
+                    f"{topic}: source {r.source!r} not configured",
+                    data,
+                )
+                continue
+            routed.setdefault(device.id, (device, []))[1].append(r)
+        futures = [self.ingest.readings(d, rs) for d, rs in routed.values()]
+        if not futures:
+            return self.ingest.queue.submit([])
+        return futures[-1]  # commits are ordered: the last one covers the others
+
+
+def _acker(paho: Any, mid: int, qos: int) -> Any:
+    def ack(fut: asyncio.Future[AppendResult]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # not stored: let the broker deliver it again
+        try:
+            paho.ack(mid, qos)
+        except Exception:  # connection gone: the broker redelivers
+            log.debug("ack of message %d failed", mid)
+
+    return ack

@@ -1,0 +1,201 @@
+"""Helpers for the edge agent's integration tests: configs, a central collector, runners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+import yaml
+
+from device_profiles.events import Event, decode_batch
+from edge_agent.agent import Agent
+from edge_agent.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    central: Any,
+    root: str,
+    devices: list[dict[str, Any]] | None = None,
+    site_broker: Any | None = None,
+    name: str = "agent.yaml",
+    **sections: Any,
+) -> Path:
+    """An agent config for tests: trusted clock, fast heartbeat, queue in tmp_path."""
+    doc: dict[str, Any] = {
+        "site": "site-1",
+        "gateway": "gw-1",
+        "broker": {"url": f"mqtt://{central.host}:{central.port}", "topic_root": root},
+        "queue": {"path": str(tmp_path / "queue.db"), "linger": "20ms"},
+        "health": {"heartbeat_interval": 1},
+        "clock": {"trust": "always"},
+        "log_level": "DEBUG",
+        "devices": devices or [],
+    }
+    if site_broker is not None:
+        doc["site_brokers"] = {"local": {"url": f"mqtt://{site_broker.host}:{site_broker.port}"}}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Collector:
+    """A processor stand-in on the central broker: collects events, status and health.
+
+    It keeps a persistent session and reconnects by itself, so it survives broker
+    restarts; ``received`` counts every delivery, ``seqs`` the distinct ones.
+    """
+
+    def __init__(self, broker: Any, root: str) -> None:
+        self.broker = broker
+        self.root = root
+        self.events: list[Event] = []
+        self.status: list[str] = []
+        self.health: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._id = f"collector-{uuid.uuid4().hex[:8]}"
+        self.changed = asyncio.Event()
+
+    async def __aenter__(self) -> Collector:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.broker.host, self.broker.port, identifier=self._id, clean_session=False
+                ) as client:
+                    await client.subscribe(f"{self.root}/#", qos=1)
+                    self.connected.set()
+                    async for msg in client.messages:
+                        topic = str(msg.topic)
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        if topic.endswith("/events"):
+                            self.events.extend(decode_batch(payload))
+                        elif topic.endswith("/status"):
+                            self.status.append(payload.decode())
+                        elif topic.endswith("/health"):
+                            self.health.append(msgspec.json.decode(payload))
+                        self.changed.set()
+            except aiomqtt.MqttError:
+                self.connected.clear()
+                await asyncio.sleep(0.2)
+
+    @property
+    def seqs(self) -> set[int]:
+        """Distinct sequence numbers received."""
+        return {e.seq for e in self.events}
+
+    def first_arrivals(self) -> list[Event]:
+        """Events in the order they first arrived (duplicates removed)."""
+        seen: set[int] = set()
+        out = []
+        for e in self.events:
+            if e.seq not in seen:
+                seen.add(e.seq)
+                out.append(e)
+        return out
+
+    async def wait_for(
+        self, predicate: Callable[[Collector], bool], limit_s: float = 30.0, what: str = ""
+    ) -> None:
+        """Wait until ``predicate(self)`` holds (fails the test after ``limit_s``)."""
+        deadline = time.monotonic() + limit_s
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out waiting for {what or predicate}: {len(self.seqs)} seqs, "
+                    f"status {self.status[-3:]}"
+                )
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
+
+
+@contextlib.asynccontextmanager
+async def running_agent(config_path: Path) -> AsyncIterator[Agent]:
+    """The agent in this process (stopped cleanly at the end)."""
+    agent = Agent(load_config(config_path))
+    task = asyncio.create_task(agent.run())
+    ready = asyncio.ensure_future(agent.ready.wait())
+    await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+class AgentProcess:
+    """``python -m carewatch agent --config FILE`` as a child process."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the agent (logs appended to ``log_path``)."""
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "carewatch", "agent", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+
+    def log(self) -> str:
+        """What the agent logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
