@@ -13,7 +13,8 @@ Fixture API (the contract other test modules build on):
 ``influxdb`` (session)
     A running :class:`~tests.harness.services.InfluxDBService`: ``.url``
     (``http://127.0.0.1:PORT``), ``.host``, ``.port``, ``.query(q, db)`` -> parsed JSON,
-    ``.rows(q, db)`` -> list of dicts, ``.create_database(name)``, ``.databases()``.
+    ``.rows(q, db)`` -> list of dicts, ``.write(lines, db)``, ``.create_database(name)``,
+    ``.databases()``.
 ``influxdb_factory`` (function)
     ``influxdb_factory(auth=False, username=..., password=...)`` starts a fresh InfluxDB
     (stoppable and restartable on the same port); closed at teardown.

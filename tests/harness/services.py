@@ -500,6 +500,32 @@ class InfluxDBService(ManagedProcess):
             raise ServiceError(f"InfluxDB query {q!r} failed: {answer['error']}")
         return answer
 
+    def write(self, lines: list[str] | str, db: str, *, precision: str = "ms") -> None:
+        """Write line protocol over ``POST /write`` (seeding data for tests).
+
+        Raises :class:`ServiceError` with InfluxDB's message unless it answers 204.
+        """
+        body = lines if isinstance(lines, str) else "\n".join(lines)
+        params = {"db": db, "precision": precision}
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.auth:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        request = urllib.request.Request(
+            f"{self.url}/write?{urllib.parse.urlencode(params)}",
+            data=body.encode("utf-8"),
+            headers=headers,
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10.0) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            raise ServiceError(f"InfluxDB write failed: HTTP {exc.code}: {text}") from None
+        if status != 204:
+            raise ServiceError(f"InfluxDB write answered HTTP {status}, expected 204")
+
     def create_database(self, name: str) -> None:
         """``CREATE DATABASE "name"`` (idempotent in InfluxDB)."""
         self.query(f'CREATE DATABASE "{_ident(name)}"')

@@ -1,0 +1,26 @@
+"""Telemetry to InfluxDB: line protocol encoding and an HTTP writer for 1.x, 2.x and 3.x."""
+
+from stream.telemetry.errors import LineProtocolError, TelemetryError
+from stream.telemetry.line_protocol import (
+    Point,
+    SkipCounts,
+    alert_to_point,
+    encode_line,
+    event_to_point,
+    events_to_lines,
+    events_to_points,
+    points_to_lines,
+)
+
+__all__ = [
+    "LineProtocolError",
+    "Point",
+    "SkipCounts",
+    "TelemetryError",
+    "alert_to_point",
+    "encode_line",
+    "event_to_point",
+    "events_to_lines",
+    "events_to_points",
+    "points_to_lines",
+]
