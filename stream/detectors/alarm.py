@@ -144,7 +144,9 @@ class AlarmDetector(Detector[AlarmState]):
     def step(
         self, state: AlarmState, event: Event, ctx: DetectorContext
     ) -> tuple[AlarmState, list[AlertSignal]]:
-        event_key = f"{event.gateway}:{event.seq}"
+        # The event time is part of the key: a gateway that restarted its numbering
+        # reuses seqs, while a redelivered copy carries the original's time.
+        event_key = f"{event.gateway}:{event.seq}:{event.time}"
         if event.seq > 0 and event_key in state.recent:
             return state, []  # already folded in: a replayed message must not re-alert
         recent = [*state.recent, event_key][-RECENT_KEYS:] if event.seq > 0 else state.recent

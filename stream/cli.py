@@ -1,0 +1,94 @@
+"""``carewatch stream``: run or check the central stream processor.
+
+::
+
+    carewatch stream --config /etc/carewatch/stream.yaml     # run until SIGTERM
+    carewatch stream --check /etc/carewatch/stream.yaml      # list every problem, exit 1
+
+Exit codes: 0 fine, 1 the config has problems, 2 bad usage or the processor could not
+start (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from stream.config import ConfigProblems, check_config, load_config
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (``logging.format: json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Configure the root logger (stderr)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # paho/aiomqtt log every packet at debug; keep them at warning unless asked
+    if level != "debug":
+        logging.getLogger("mqtt").setLevel(logging.WARNING)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``carewatch stream``."""
+    parser = argparse.ArgumentParser(
+        prog="carewatch stream",
+        description="Central stream processor: ingest, detectors, alerts, notifications.",
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", metavar="FILE", help="run with this config")
+    group.add_argument("--check", metavar="FILE", help="validate a config and list problems")
+    args = parser.parse_args(argv)
+
+    if args.check:
+        problems = check_config(args.check)
+        if problems:
+            print(f"{args.check}: {len(problems)} problem(s)", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        print(f"{args.check}: OK")
+        return 0
+
+    try:
+        config = load_config(args.config)
+    except ConfigProblems as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    setup_logging(config.logging.level, config.logging.format)
+    from stream.runtime import serve
+
+    try:
+        asyncio.run(serve(config))
+    except ConfigProblems as exc:  # detectors failing to build
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # a start-up failure: say what, not a traceback
+        logging.getLogger("carewatch.stream").exception("cannot run: %s", exc)
+        return 2
+    return 0

@@ -1,0 +1,222 @@
+"""The stream processor, wired: broker link, processor, timers, notifications, telemetry, API.
+
+:class:`StreamService` owns the pieces and their tasks::
+
+    MqttLink ──message──▶ Processor.handle_message (one SQLite transaction) ──▶ PUBACK
+    timer loop ─────────▶ Processor.run_due        (detector deadlines, escalations)
+    OutboxSender ───────▶ notifiers (MQTT alert topic, webhooks, WeCom, DingTalk)
+    TelemetrySink ──────▶ InfluxDB (from the on-disk spool)
+    ApiServer ──────────▶ /health, /metrics, alerts, silences, absences
+
+Everything runs on one event loop; SQLite work is synchronous and short, and no
+transaction spans an ``await``. A restart resumes from the state database: detector
+deadlines and alert timers that passed while the processor was down fire on the first
+timer pass, pending notifications and spooled telemetry are sent, and the broker
+redelivers what was not acknowledged.
+
+Replays do not need this class: :func:`stream.replay.run_offline` runs the same
+detectors over recorded events with a simulated clock, and :class:`stream.processor.
+Processor` can be driven directly with a :class:`~stream.clock.ManualClock` (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from stream.clock import Clock, clock_from_config
+from stream.config import StreamConfig
+from stream.detectors.base import Detector
+from stream.ingest import MqttLink
+from stream.metrics import Metrics
+from stream.notifiers import Notifier, build_notifiers
+from stream.notifiers.mqtt import MqttAlertNotifier
+from stream.outbox import OutboxSender
+from stream.processor import Processor
+from stream.registry import build_detectors
+from stream.state import StateStore
+from stream.telemetry.sink import LineWriter, TelemetrySink
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 3600.0
+
+
+def make_writer(config: StreamConfig) -> LineWriter:
+    """The InfluxDB writer for the ``telemetry`` config section."""
+    from stream.telemetry.influx import InfluxTarget, InfluxWriter
+
+    t = config.telemetry
+    target = InfluxTarget(
+        url=t.url,
+        api="v2" if t.api == "v2" else "v1",
+        database=t.database,
+        retention_policy=t.retention_policy,
+        username=t.username,
+        password=t.password,
+        org=t.org,
+        bucket=t.bucket,
+        token=t.token,
+    )
+    return InfluxWriter(target, timeout=t.timeout_ms / 1000, batch_lines=t.batch_lines)
+
+
+class StreamService:
+    """One running stream processor (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        *,
+        clock: Clock | None = None,
+        detectors: Sequence[Detector[Any]] | None = None,
+        writer: LineWriter | None = None,
+        extra_notifiers: dict[str, Notifier] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or clock_from_config(
+            config.clock.kind, config.clock.speed, config.clock.epoch_ms
+        )
+        self.metrics = Metrics()
+        self.store = StateStore(
+            config.state.path,
+            synchronous=config.state.synchronous,
+            dedup_window=config.ingest.dedup_window,
+        )
+        self.metrics.watch_store(self.store, self.clock.now_ms)
+        self.detectors = (
+            list(detectors) if detectors is not None else build_detectors(config.detectors)
+        )
+        self.processor = Processor(config, self.store, self.clock, self.detectors, self.metrics)
+        self.link = MqttLink(config.mqtt, self._handle, on_state=self._mqtt_state)
+        notifiers: dict[str, Notifier] = build_notifiers(config.notifiers)
+        notifiers["mqtt"] = MqttAlertNotifier(self.link.publish, config.mqtt.root)
+        notifiers.update(extra_notifiers or {})
+        self.sender = OutboxSender(
+            self.store, notifiers, self.clock, config.delivery, on_result=self._delivery
+        )
+        self.sink: TelemetrySink | None = None
+        if config.telemetry.enabled:
+            self.sink = TelemetrySink(
+                self.store, writer or make_writer(config), self.clock, config.telemetry,
+                self.metrics,
+            )  # fmt: skip
+        self.api = None
+        if config.api.enabled:
+            from stream.api import ApiServer
+
+            self.api = ApiServer(self)
+        self.stop_event = asyncio.Event()
+        self.timer_wake = asyncio.Event()
+        self.started = asyncio.Event()
+
+    # --- wiring callbacks ---------------------------------------------------------------
+    def _handle(self, topic: str, payload: bytes) -> None:
+        self.processor.handle_message(topic, payload)
+        self.kick()
+
+    def kick(self) -> None:
+        """Something changed: re-check timers and the outbox now."""
+        self.timer_wake.set()
+        self.sender.wake.set()
+
+    def _mqtt_state(self, connected: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if connected else 0)
+        if connected:
+            self.sender.wake.set()  # alert-topic rows waiting for the broker
+
+    def _delivery(self, notifier: str, outcome: str) -> None:
+        self.metrics.notifications.labels(notifier, outcome).inc()
+        if outcome != "sent":
+            self.metrics.notifier_failures.labels(notifier).inc()
+
+    # --- loops --------------------------------------------------------------------------
+    async def _timers(self) -> None:
+        while not self.stop_event.is_set():
+            self.timer_wake.clear()
+            handled = self.processor.run_due()
+            if handled:
+                self.sender.wake.set()
+                continue
+            deadline = self.processor.next_deadline()
+            waiter = asyncio.ensure_future(self.clock.wait_until(deadline, self.timer_wake))
+            stopper = asyncio.ensure_future(self.stop_event.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+
+    async def _housekeeping(self) -> None:
+        while not self.stop_event.is_set():
+            now = self.clock.now_ms()
+            keep_ms = int(self.config.state.retention_days * 86_400_000)
+            with self.store.transaction():
+                pruned = self.store.prune(now - keep_ms)
+                pruned["silences"] = self.store.prune_silences(now - keep_ms)
+            if any(pruned.values()):
+                log.info("housekeeping: pruned %s", pruned)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), HOUSEKEEPING_S)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish (SIGTERM does this)."""
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop`; then close everything cleanly."""
+        await self.sender.start()
+        if self.api is not None:
+            await self.api.start()
+        tasks: dict[asyncio.Future[Any], str] = {
+            asyncio.ensure_future(self.link.run(self.stop_event)): "mqtt",
+            asyncio.ensure_future(self._timers()): "timers",
+            asyncio.ensure_future(self.sender.run(self.stop_event)): "outbox",
+            asyncio.ensure_future(self._housekeeping()): "housekeeping",
+        }
+        if self.sink is not None:
+            tasks[asyncio.ensure_future(self.sink.run(self.stop_event))] = "telemetry"
+        self.started.set()
+        log.info("stream processor running (%d detectors)", len(self.detectors))
+        try:
+            stopper = asyncio.ensure_future(self.stop_event.wait())
+            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    log.error("%s task failed: %r", tasks[task], task.exception())
+            self.stop_event.set()
+            stopper.cancel()
+            # Give the loops a moment to finish what they are doing, then cancel.
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        finally:
+            await self.close()
+        log.info("stream processor stopped")
+
+    async def close(self) -> None:
+        """Close the API, notifiers, telemetry writer and database."""
+        if self.api is not None:
+            await self.api.close()
+        await self.sender.close()
+        if self.sink is not None:
+            await self.sink.close()
+        self.store.close()
+
+
+async def serve(config: StreamConfig) -> None:
+    """Run a :class:`StreamService` until SIGTERM or SIGINT."""
+    service = StreamService(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, service.request_stop)
+    await service.run()

@@ -1,0 +1,290 @@
+"""The processor core without a broker: messages in, committed effects out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import pytest
+
+from device_profiles.events import Event, encode_batch, event_to_dict
+from device_profiles.topics import ack_topic, events_topic, health_topic, status_topic
+from stream.clock import ManualClock
+from stream.config import StreamConfig, parse_config
+from stream.detectors.alarm import AlarmDetector
+from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.processor import Processor
+from stream.state import StateStore
+from tests.stream.helpers import T0, ev
+
+
+class Seen(msgspec.Struct):
+    events: list[str] = msgspec.field(default_factory=list)
+
+
+class Recorder(Detector[Seen]):
+    """Records the (kind, reading, values) of every event it is given, one partition."""
+
+    name: ClassVar[str] = "recorder"
+    state_type: ClassVar[type[msgspec.Struct]] = Seen
+
+    def key(self, event: Event) -> str | None:
+        return "all"
+
+    def initial_state(self, key: str) -> Seen:
+        return Seen()
+
+    def step(
+        self, state: Seen, event: Event, ctx: DetectorContext
+    ) -> tuple[Seen, list[AlertSignal]]:
+        item = f"{event.kind}/{event.reading}/{json.dumps(event.values, sort_keys=True)}"
+        return Seen([*state.events, item]), []
+
+
+class Deadman(Detector[Seen]):
+    """Alerts when a door has been silent for 10 minutes (a timer with no data)."""
+
+    name: ClassVar[str] = "deadman"
+    state_type: ClassVar[type[msgspec.Struct]] = Seen
+
+    def key(self, event: Event) -> str | None:
+        return event.device if event.kind == "door" else None
+
+    def initial_state(self, key: str) -> Seen:
+        return Seen()
+
+    def step(
+        self, state: Seen, event: Event, ctx: DetectorContext
+    ) -> tuple[Seen, list[AlertSignal]]:
+        return Seen([event.device, str(event.time)]), []
+
+    def deadline(self, state: Seen) -> int | None:
+        return int(state.events[1]) + 600_000 if state.events else None
+
+    def tick(self, state: Seen, now: int, ctx: DetectorContext) -> tuple[Seen, list[AlertSignal]]:
+        signal = AlertSignal(
+            condition="silent_door",
+            subject=state.events[0],
+            site="site-a",
+            time=now,
+            severity=Severity.HIGH,
+            reason="door silent for 10 min",
+            device=state.events[0],
+        )
+        return Seen(), [signal]
+
+
+CONFIG: dict[str, Any] = {
+    "notifiers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/"}},
+    "recipients": {"desk": {"notifiers": ["hook"]}},
+    "policies": {"default": {"tiers": [{"recipients": ["desk"]}]}},
+    "sites": {"site-a": {"timezone": "UTC", "quiet_hours": False}},
+    "telemetry": {"enabled": True},
+    "ingest": {"max_lateness": "5m"},
+}
+
+
+@pytest.fixture
+def config() -> StreamConfig:
+    return parse_config(CONFIG)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    s = StateStore(tmp_path / "state.sqlite", synchronous="normal")
+    yield s
+    s.close()
+
+
+def make(config: StreamConfig, store: StateStore, clock: ManualClock) -> Processor:
+    detectors: list[Detector[Any]] = [AlarmDetector(fall=False), Recorder(), Deadman()]
+    return Processor(config, store, clock, detectors)
+
+
+def recorded(store: StateStore) -> list[str]:
+    [(_, raw, _)] = store.partitions("recorder")
+    return msgspec.json.decode(raw, type=Seen).events
+
+
+def spooled(store: StateStore) -> list[str]:
+    _, lines = store.spool_take(1_000_000)
+    return lines
+
+
+TOPIC = events_topic("site-a", "gw-1")
+
+
+def test_press_becomes_one_alert_and_duplicates_do_nothing(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0 + 5000))
+    out = proc.handle_message(TOPIC, encode_batch([ev(1), ev(2, "heartbeat")]))
+    assert (out.accepted, out.duplicates, out.signals) == (2, 0, 1)
+    [alert] = store.open_alerts()
+    assert alert.severity == "critical"
+    lines_before = spooled(store)
+    outbox_before = len(store.outbox())
+    # The gateway resends (lost PUBACK): nothing more happens.
+    again = proc.handle_message(TOPIC, encode_batch([ev(1), ev(2, "heartbeat")]))
+    assert (again.accepted, again.duplicates) == (0, 2)
+    assert len(store.open_alerts()) == 1
+    assert store.open_alerts()[0].count == 1
+    assert spooled(store) == lines_before
+    assert len(store.outbox()) == outbox_before
+    assert proc.metrics.value("carewatch_stream_events_total", outcome="duplicate") == 2
+
+
+def test_telemetry_lines_for_events_and_transitions(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0 + 5000))
+    proc.handle_message(TOPIC, encode_batch([ev(1)]))
+    lines = spooled(store)
+    assert any(line.startswith("pendant,") and "event_seq=1i" in line for line in lines)
+    assert any(line.startswith("alerts,") and 'transition="raised"' in line for line in lines)
+
+
+def test_malformed_input_is_dead_lettered_and_the_rest_processed(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0 + 5000))
+    assert proc.handle_message(TOPIC, b"{not json").dead == 1
+    good = event_to_dict(ev(3, "heartbeat"))
+    bad = {**event_to_dict(ev(4, "heartbeat")), "seq": -1}
+    other_gw = event_to_dict(ev(5, "heartbeat", gateway="gw-2"))
+    payload = json.dumps({"events": [good, bad, "x", other_gw]}).encode()
+    out = proc.handle_message(TOPIC, payload)
+    assert (out.accepted, out.dead) == (1, 3)
+    assert proc.handle_message("other/topic", b"x").dead == 1
+    reasons = [d["reason"].split(":")[0] for d in store.dead_letters()]
+    assert sorted(reasons) == ["event", "event", "json", "topic", "topic_mismatch"]
+    assert any("events[1]: seq=-1" in d["reason"] for d in store.dead_letters())
+    assert proc.metrics.value("carewatch_stream_dead_letters_total", reason="event") == 2
+
+
+def test_gap_reported_and_out_of_order_filled(config: StreamConfig, store: StateStore) -> None:
+    proc = make(config, store, ManualClock(T0 + 60_000))
+    proc.handle_message(TOPIC, encode_batch([ev(1, "heartbeat")]))
+    proc.handle_message(TOPIC, encode_batch([ev(5, "heartbeat")]))
+    assert proc.metrics.value("carewatch_stream_seq_gaps_total") == 3
+    proc.handle_message(TOPIC, encode_batch([ev(3, "heartbeat"), ev(2, "heartbeat")]))
+    gw = store.get_gateway("gw-1", "site-a")
+    assert gw.seqs.missing() == 1  # 4 still missing
+    assert gw.events == 4
+
+
+def test_late_events_are_stored_but_not_sent_to_detectors(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0 + 3_600_000))
+    proc.handle_message(TOPIC, encode_batch([ev(1, "heartbeat", t=3_600_000)]))
+    # 10 minutes older than the newest event of this gateway: beyond the 5 min lateness
+    late_hb = ev(2, "heartbeat", t=3_000_000)
+    late_press = ev(3, "press", t=3_000_000)
+    out = proc.handle_message(TOPIC, encode_batch([late_hb, late_press]))
+    assert out.late == 2
+    assert len(recorded(store)) == 2  # the first heartbeat and the urgent press
+    assert len(store.open_alerts()) == 1  # an SOS is never dropped for being late
+    assert sum(1 for line in spooled(store) if line.startswith("pendant,")) == 3
+
+
+def test_gateway_status_becomes_synthetic_events_on_change(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0))
+    topic = status_topic("site-a", "gw-1")
+    proc.handle_message(topic, b"online")
+    proc.handle_message(topic, b"online")  # retained copy after a resubscribe: no change
+    proc.handle_message(topic, b"offline")
+    proc.handle_message(topic, b"")  # cleared retained message
+    assert proc.handle_message(topic, b"maybe").dead == 1
+    assert recorded(store) == [
+        'gateway/status/{"online": true}',
+        'gateway/status/{"online": false}',
+    ]
+    assert store.get_gateway("gw-1", "site-a").online is False
+
+
+def test_device_health_from_events_and_heartbeats(config: StreamConfig, store: StateStore) -> None:
+    proc = make(config, store, ManualClock(T0 + 10_000))
+    down = ev(1, "device_health", kind="door", device="door-1", resident=None,
+              values={"up": False, "reason": "no reading for 3600 s"})  # fmt: skip
+    proc.handle_message(TOPIC, encode_batch([down]))
+    heartbeat = {"devices": {"door-1": {"state": "down"}, "pendant-1": {"state": "up"}}}
+    proc.handle_message(health_topic("site-a", "gw-1"), json.dumps(heartbeat).encode())
+    statuses = [e for e in recorded(store) if e.startswith("gateway/device_status")]
+    assert statuses == [
+        'gateway/device_status/{"device": "door-1", "reason": "no reading for 3600 s", '
+        '"up": false}',
+        'gateway/device_status/{"device": "pendant-1", "reason": "", "up": true}',
+    ]
+
+
+def test_ack_over_mqtt_and_wrong_site(config: StreamConfig, store: StateStore) -> None:
+    clock = ManualClock(T0 + 5000)
+    proc = make(config, store, clock)
+    proc.handle_message(TOPIC, encode_batch([ev(1)]))
+    [alert] = store.open_alerts()
+    # an app of another site cannot acknowledge this site's alert
+    proc.handle_message(ack_topic("site-b", alert.id), b'{"by": "intruder"}')
+    assert store.get_alert(alert.id).state == "raised"  # type: ignore[union-attr]
+    assert proc.handle_message(ack_topic("site-a", alert.id), b'{"note": "x"}').dead == 1
+    clock.advance(30_000)
+    proc.handle_message(ack_topic("site-a", alert.id), b'{"by": "nurse-li", "note": "going"}')
+    acked = store.get_alert(alert.id)
+    assert acked is not None and acked.state == "acknowledged"
+    assert (acked.acked_by, acked.acked_at) == ("nurse-li", T0 + 35_000)
+    proc.handle_message(ack_topic("site-a", alert.id), b'{"by": "li", "action": "resolve"}')
+    assert store.get_alert(alert.id).state == "resolved"  # type: ignore[union-attr]
+
+
+def test_timer_fires_without_data_and_after_restart(tmp_path: Path, config: StreamConfig) -> None:
+    path = tmp_path / "s.sqlite"
+    store = StateStore(path)
+    clock = ManualClock(T0)
+    proc = make(config, store, clock)
+    door = ev(1, "contact", kind="door", device="door-1", resident=None, t=0,
+              values={"contact": True})  # fmt: skip
+    proc.handle_message(TOPIC, encode_batch([door]))
+    assert proc.next_deadline() == T0 + 600_000
+    assert proc.run_due(T0 + 599_999) == 0
+    store.close()
+    # The processor was down when the deadline passed: it fires on the first pass.
+    store = StateStore(path)
+    clock = ManualClock(T0 + 3_600_000)
+    proc = make(config, store, clock)
+    assert proc.run_due() >= 1
+    [alert] = store.open_alerts()
+    assert alert.condition == "silent_door"
+    assert proc.next_deadline() is None or proc.next_deadline() > clock.now_ms()  # type: ignore[operator]
+    store.close()
+
+
+def test_detector_bug_is_contained(config: StreamConfig, store: StateStore) -> None:
+    class Broken(Recorder):
+        name: ClassVar[str] = "broken"
+
+        def step(
+            self, state: Seen, event: Event, ctx: DetectorContext
+        ) -> tuple[Seen, list[AlertSignal]]:
+            raise RuntimeError("bug")
+
+    proc = Processor(config, store, ManualClock(T0 + 5000), [Broken(), AlarmDetector(fall=False)])
+    out = proc.handle_message(TOPIC, encode_batch([ev(1)]))
+    assert out.accepted == 1
+    assert len(store.open_alerts()) == 1
+    assert proc.metrics.value("carewatch_stream_detector_errors_total", detector="broken") == 1
+
+
+def test_sequence_reset_is_detected(config: StreamConfig, store: StateStore) -> None:
+    proc = make(config, store, ManualClock(T0 + 10_000_000))
+    proc.handle_message(TOPIC, encode_batch([ev(s, "heartbeat") for s in range(1, 50)]))
+    # the gateway lost its disk and numbers from 1 again, with new receive times
+    fresh = ev(1, t=9_000_000)
+    out = proc.handle_message(TOPIC, encode_batch([fresh]))
+    assert out.accepted == 1
+    assert len(store.open_alerts()) == 1
+    assert store.get_gateway("gw-1", "site-a").resets == 1
