@@ -814,15 +814,20 @@ class PendantCodecBase(Codec):
             else None
         )
         out: list[Reading] = []
-        if reading.reading == "status" and reading.values.get("boot") is True:
+        boot = reading.reading == "status" and reading.values.get("boot") is True
+        if counter is not None:
+            entry = [counter, _digest(reading)]
+            # A radio re-send follows its original at once; a power-on status equal to an
+            # older one is a new power-on (the counter restarted), not a duplicate.
+            recent = p["recent"][-1:] if boot else p["recent"]
+            if entry in recent:
+                log.debug("%s: duplicate %s (counter %s) dropped", src, reading.reading, counter)
+                return state, []
+        if boot:
             # Power-on: counters and window ids restart, so history no longer applies.
             out += self._close_all(p, src)
             p["recent"], p["done"], p["last_status"] = [], [], None
         if counter is not None:
-            entry = [counter, _digest(reading)]
-            if entry in p["recent"]:
-                log.debug("%s: duplicate %s (counter %s) dropped", src, reading.reading, counter)
-                return state, []
             p["recent"] = [*p["recent"], entry][-self.layout.dedup_window :]
         if reading.reading == "impact_fragment":
             out += self._on_fragment(p, reading, src)

@@ -381,6 +381,16 @@ def test_boot_flag_resets_duplicate_memory() -> None:
     assert [r.reading for r in out].count("press") == 2
 
 
+def test_repeated_power_on_status_is_one_heartbeat_but_a_second_boot_counts() -> None:
+    c = codec()
+    boot = c.encode(status(0, boot=True), "rx")
+    st, out = run(c, [boot, boot, boot])  # the radio repeats the power-on status
+    assert [r.reading for r in out] == ["heartbeat"]
+    # Pendant used a bit, then restarted with the very same power-on status.
+    st, out = run(c, [c.encode(press(1), "rx"), boot, c.encode(press(1), "rx")], st)
+    assert [r.reading for r in out] == ["press", "heartbeat", "press"]
+
+
 def test_track_passes_foreign_readings_and_survives_bad_state() -> None:
     c = codec()
     other = Reading("something", {"a": 1})
