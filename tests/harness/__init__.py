@@ -5,7 +5,9 @@ from tests.harness.services import (
     MosquittoService,
     ServiceError,
     free_port,
+    mqtt_connack,
     mqtt_ping,
+    write_password_file,
 )
 from tests.harness.wait import WaitTimeout, async_wait_for, wait_for
 
@@ -16,6 +18,8 @@ __all__ = [
     "WaitTimeout",
     "async_wait_for",
     "free_port",
+    "mqtt_connack",
     "mqtt_ping",
     "wait_for",
+    "write_password_file",
 ]

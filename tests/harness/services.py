@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -318,11 +319,17 @@ class ManagedProcess:
 
 
 def mqtt_ping(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when an MQTT 3.1.1 CONNECT on ``host:port`` is answered by an accepting CONNACK.
+    """True when an anonymous MQTT 3.1.1 CONNECT on ``host:port`` gets any CONNACK.
 
-    A listening socket is not enough: Mosquitto accepts TCP before it is ready to serve,
-    and a wrong process could hold the port.
+    A listening socket is not enough: Mosquitto accepts TCP before it is ready to serve.
+    A refusal (a broker without anonymous access) still proves the broker answers.
     """
+    return mqtt_connack(host, port, timeout) is not None
+
+
+def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
+    """The CONNACK return code for an anonymous MQTT 3.1.1 CONNECT (0 = accepted,
+    5 = not authorized), or None when nothing that speaks MQTT answered."""
     client_id = f"carewatch-ping-{os.getpid()}".encode()
     variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol name, level 4, clean session, 10 s
     payload = len(client_id).to_bytes(2, "big") + client_id
@@ -336,28 +343,46 @@ def mqtt_ping(host: str, port: int, timeout: float = 1.0) -> bool:
             while len(answer) < 4:
                 chunk = sock.recv(4 - len(answer))
                 if not chunk:
-                    return False
+                    return None
                 answer += chunk
-            with contextlib.suppress(OSError):
-                sock.sendall(b"\xe0\x00")  # DISCONNECT: no "connection lost" noise
-            return answer == b"\x20\x02\x00\x00"
+            if answer[:2] != b"\x20\x02":
+                return None
+            if answer[3] == 0:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\xe0\x00")  # DISCONNECT: no "connection lost" noise
+            return answer[3]
     except OSError:
-        return False
+        return None
 
 
 class MosquittoService(ManagedProcess):
     """A Mosquitto broker for tests: ``.host``, ``.port``, ``.url``; stop/start keeps state.
 
-    Anonymous clients are allowed; persistence is on, so QoS 1 messages queued for a
-    persistent session and retained messages survive :meth:`restart`.
+    Anonymous clients are allowed unless ``anonymous=False``; ``extra_config`` is
+    appended to the configuration (``password_file ...``, ``acl_file ...``). Persistence
+    is on, so QoS 1 messages queued for a persistent session and retained messages
+    survive :meth:`restart`. ``template`` replaces ``deploy/mosquitto/test.conf``; its
+    placeholders are ``${user}``, ``${port}``, ``${data_dir}``, ``${log_file}``,
+    ``${allow_anonymous}`` and ``${extra}``.
     """
 
     name = "mosquitto"
     package = "mosquitto"
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        anonymous: bool = True,
+        extra_config: str = "",
+        template: Path = MOSQUITTO_TEMPLATE,
+    ) -> None:
         self.binary = find_binary("mosquitto", self.package, ("/usr/sbin", "/usr/local/sbin"))
         super().__init__(host, port)
+        self.anonymous = anonymous
+        self.extra_config = extra_config
+        self.template = template
 
     @property
     def url(self) -> str:
@@ -369,17 +394,37 @@ class MosquittoService(ManagedProcess):
 
     def _render(self) -> str:
         return render_template(
-            MOSQUITTO_TEMPLATE,
+            self.template,
             {
                 "user": getpass.getuser(),
                 "port": str(self.port),
                 "data_dir": str(self.data_dir),
                 "log_file": str(self.log_file),
+                "allow_anonymous": "true" if self.anonymous else "false",
+                "extra": self.extra_config,
             },
         )
 
     def _ready(self) -> bool:
         return mqtt_ping(self.host, self.port, timeout=0.5)
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> Path:
+    """Create a Mosquitto password file with ``users`` (name -> password) at ``path``.
+
+    Uses ``mosquitto_passwd`` (Debian package ``mosquitto``) so the hashes are exactly
+    what the broker expects. Pass ``password_file <path>`` in a broker's extra config.
+    """
+    tool = find_binary("mosquitto_passwd", "mosquitto", ("/usr/bin", "/usr/sbin"))
+    path.unlink(missing_ok=True)
+    for username, password in users.items():
+        command = [tool, "-b", str(path), username, password]
+        if not path.exists():
+            command.insert(1, "-c")
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"mosquitto_passwd failed for {username!r}: {done.stderr}")
+    return path
 
 
 # --- InfluxDB ------------------------------------------------------------------------
