@@ -1,0 +1,139 @@
+"""A simulated LoRaWAN pendant publishing ChirpStack v4 uplinks to the real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from device_profiles.codecs import codec_for
+from device_profiles.codecs.base import MqttMessage, Reading
+from device_profiles.codecs.chirpstack import ChirpStackPendantCodec
+from device_profiles.errors import DecodeError
+from device_profiles.profiles import ProfileRegistry
+from simulators.pendant_lorawan import PendantLoRaWanSimulator
+from tests.simulators.mqtt_helpers import collect, subscriber
+
+pytestmark = pytest.mark.integration
+
+PROFILE = "oem-lorawan-pendant"
+EUI = "70b3d57ed0001234"
+
+
+class Gateway:
+    """The agent's side: decode + track every uplink, counting faults."""
+
+    def __init__(self) -> None:
+        codec = codec_for(ProfileRegistry.load().get(PROFILE))
+        assert isinstance(codec, ChirpStackPendantCodec)
+        self.codec = codec
+        self.state = codec.initial_state()
+        self.readings: list[Reading] = []
+        self.faults: list[str] = []
+
+    def feed(self, messages: list[MqttMessage]) -> None:
+        for m in messages:
+            try:
+                decoded = self.codec.decode(m, "lora-1")
+            except DecodeError as exc:
+                self.faults.append(exc.fault)
+                continue
+            for r in decoded:
+                self.state, out = self.codec.track(self.state, r)
+                self.readings += out
+
+    def named(self, name: str) -> list[Reading]:
+        return [r for r in self.readings if r.reading == name]
+
+
+def simulator(mosquitto, topic_prefix: str, **kw) -> PendantLoRaWanSimulator:
+    return PendantLoRaWanSimulator(
+        ProfileRegistry.load().get(PROFILE),
+        "pendant-12",
+        dev_eui=EUI,
+        application_id=topic_prefix,
+        host=mosquitto.host,
+        port=mosquitto.port,
+        **kw,
+    )
+
+
+def fall_trace(rate_hz: int = 200) -> list[tuple[float, float, float]]:
+    still = [(0.02, -0.05, 1.0)] * (3 * rate_hz)
+    fall = [(0.05, 0.1, 0.25)] * (rate_hz // 3)
+    hit = [(2.5, -1.8, 5.5), (4.0, -3.0, 9.5), (1.5, -1.0, 3.0)] * 2
+    lying = [(0.98, 0.05, 0.1)] * (5 * rate_hz)
+    return still + fall + hit + lying
+
+
+async def test_uplinks_decode_with_fcnt_and_source(mosquitto, topic_prefix) -> None:
+    topic = f"application/{topic_prefix}/device/+/event/+"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix, fcnt=41) as sim:
+            await sim.press()
+            await sim.heartbeat(battery=80, activity=4)
+            await sim.low_battery()
+        messages = await collect(client, 3)
+    docs = [json.loads(m.payload) for m in messages]
+    assert [d["fCnt"] for d in docs] == [41, 42, 43]
+    assert all(m.topic == f"application/{topic_prefix}/device/{EUI}/event/up" for m in messages)
+    assert docs[0]["deviceInfo"]["deviceName"] == "pendant-12"
+    gw = Gateway()
+    gw.feed(messages)
+    assert [r.reading for r in gw.readings] == ["press", "heartbeat", "battery"]
+    assert all(r.source == EUI and r.time is not None for r in gw.readings)
+    assert gw.readings[1].values == {"battery": 80, "activity": 4, "rssi": -80, "snr": 7.5}
+
+
+async def test_faults_and_duplicates(mosquitto, topic_prefix) -> None:
+    topic = f"application/{topic_prefix}/device/+/event/+"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix) as sim:
+            await sim.press()
+            await sim.inject("duplicate")  # same uplink, same fCnt
+            for fault in ("garbage", "truncated", "wrong_type"):
+                await sim.inject(fault)
+            await sim.press()
+            with pytest.raises(ValueError):
+                await sim.inject("bad_checksum")
+            await sim.inject("battery_drain")
+        messages = await collect(client, 7)
+    gw = Gateway()
+    gw.feed(messages)
+    assert gw.faults == ["json", "json", "type"]
+    assert len(gw.named("press")) == 2
+    assert [r.values["battery"] for r in gw.named("heartbeat")] == [75]
+
+
+async def test_impact_window_with_out_of_order_uplinks(mosquitto, topic_prefix) -> None:
+    topic = f"application/{topic_prefix}/device/+/event/up"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix) as sim:
+            await sim.inject("out_of_order")  # the first fragment goes out after the second
+            [w] = await sim.impact(fall_trace(), rate_hz=200)
+        messages = await collect(client, 9)  # 300 samples, 36 per uplink
+    counters = [json.loads(m.payload)["fCnt"] for m in messages]
+    assert counters[:2] == [1, 0]
+    gw = Gateway()
+    gw.feed(messages)
+    [imp] = gw.named("impact")
+    assert imp.values["x"] == list(w.x) and imp.values["complete"] is True
+    assert imp.urgent and imp.source == EUI
+
+
+async def test_lost_uplink_and_reconnect(mosquitto, topic_prefix) -> None:
+    topic = f"application/{topic_prefix}/device/+/event/up"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix, outage_s=0.05) as sim:
+            [w] = await sim.impact(fall_trace(), rate_hz=200, drop_fragments=[4])
+            await sim.inject("disconnect")
+            await sim.press()
+            await sim.heartbeat()
+        messages = await collect(client, 8 + 2)
+    gw = Gateway()
+    gw.feed(messages)
+    # Two frames after the window went quiet close it (reorder_slack), gap interpolated.
+    assert [r.reading for r in gw.readings] == ["press", "impact", "heartbeat"]
+    imp = gw.named("impact")[0]
+    assert imp.values["complete"] is False and imp.values["missing_samples"] == 36
+    assert sim.reconnects == 1 and len(w) == 300
