@@ -66,6 +66,16 @@ Decoded readings (input of :meth:`PendantCodecBase.track`): ``press``, ``status`
 - ``impact`` (urgent): the reassembled window, ``{"rate_hz", "range_g", "trigger_index",
   "peak_g", "x", "y", "z", "window", "complete", "missing_samples"}``.
 
+The tracking state is JSON, kept per pendant address (``Reading.source``), since one RF
+receiver serves many pendants. Duplicates: it remembers the last ``dedup_window``
+(counter, content) pairs of each pendant; an equal reading is a re-send and is dropped.
+A status up to ``dedup_window`` counts behind the newest one is a reordered, stale repeat
+and does not move the latch. A power-on status (``boot`` flag) clears that memory, as the
+pendant's counters restart; a power-on status equal to the one just before it is the
+radio's re-send. Known limit: a pendant model without a ``boot`` flag that restarts and,
+within ``dedup_window`` messages, sends a message with the same counter and content as
+before its restart has that message taken for a re-send.
+
 Fragment reassembly policy: a complete window is emitted as soon as its last missing
 fragment arrives, in any order. A window that lost fragments is emitted *anyway*
 (``complete: false``; missing samples linearly interpolated from their neighbours and
@@ -299,6 +309,15 @@ class PayloadLayout:
         _require_fields(profile, button, messages)
         trigger = _trigger(profile)
         impact = _impact(profile, trigger)
+        repeat = opts.get("sos_repeat_s")
+        if repeat is not None and (
+            isinstance(repeat, bool) or not isinstance(repeat, int | float) or not repeat > 0
+        ):
+            raise ProfileError(
+                f"must be a number of seconds > 0, got {repeat!r}",
+                file=src,
+                path=f"{base}.sos_repeat_s",
+            )
         dedup = _opt_int(opts.get("dedup_window"), src, f"{base}.dedup_window", 1, 256, default=8)
         return cls(
             byte_order=byte_order,

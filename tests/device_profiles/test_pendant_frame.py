@@ -566,6 +566,9 @@ def load_yaml(name: str) -> dict[str, Any]:
         (lambda d: d["codec_options"]["frame"].update(crc="CRC-99"), "codec_options.frame.crc"),
         (lambda d: d["codec_options"]["frame"].update(sync=[]), "codec_options.frame.sync"),
         (lambda d: d["codec_options"].update(button="toggle"), "codec_options.button"),
+        (lambda d: d["codec_options"].update(sos_repeat_s=0), "codec_options.sos_repeat_s"),
+        (lambda d: d["codec_options"].update(dedup_window=0), "codec_options.dedup_window"),
+        (lambda d: d["codec_options"]["impact"].update(spf=3), "codec_options.impact"),
         (
             lambda d: d["codec_options"]["messages"]["battery"].update(type=1),
             "codec_options.messages.battery.type",

@@ -289,3 +289,17 @@ async def test_play_script_and_unknown_fault(registry, receivers) -> None:
         with pytest.raises(ValueError):
             await sim.play([(0, "explode")])
     assert [r.reading for r in rx.readings] == ["press", "heartbeat"]
+
+
+async def test_periodic_heartbeats_and_latched_repeats(registry, receivers) -> None:
+    profile = registry.get(LATCHED)
+    sim = PendantSerialSimulator(
+        profile, "rf-2", pendants=["0A0B0C", "0A0B0D"], heartbeat_s=0.05, sos_repeat_s=0.01
+    )
+    async with sim:
+        rx = open_receiver(sim, receivers)
+        await sim.press(pendant="0A0B0D")
+        # the latch is repeated (and heartbeats go on) while it stays latched
+        await rx.until(lambda: len(rx.named("heartbeat")) >= 12)
+    assert [(r.reading, r.source) for r in rx.named("press")] == [("press", "0A0B0D")]
+    assert {r.source for r in rx.named("heartbeat")} == {"0A0B0C", "0A0B0D"}
