@@ -53,6 +53,7 @@ import shutil
 import tempfile
 import termios
 import tty
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ class PendantSerialSimulator(Simulator):
         self,
         profile: Profile,
         device: str = "rf-receiver",
-        pendants: Sequence[str] = ("00A1B2C3",),
+        pendants: Sequence[str | int] = ("00A1B2C3",),
         *,
         repeats: int = 1,
         link_dir: str | Path | None = None,
@@ -130,22 +131,11 @@ class PendantSerialSimulator(Simulator):
                 path="codec",
             )
         self.frame_codec: PendantFrameCodec = self.codec
-        if not pendants:
-            raise ValueError("a receiver needs at least one pendant")
         if repeats < 1:
             raise ValueError("repeats must be >= 1")
         self.pendants: dict[str, PendantDevice] = {}
-        width = self.frame_codec.frame.id_bytes
         for pid in pendants:
-            # The codec prints ids as fixed-width upper-case hex: use the same spelling.
-            try:
-                number = int(pid, 16)
-            except ValueError:
-                number = -1
-            if not 0 <= number < 1 << (8 * width):
-                raise ValueError(f"pendant id {pid!r} is not a hex number of {width} bytes")
-            address = f"{number:0{2 * width}X}"
-            self.pendants[address] = PendantDevice(self.frame_codec, address)
+            self.add_pendant(pid)
         self.repeats = repeats
         self.heartbeat_s = heartbeat_s
         opt = profile.codec_options.get("sos_repeat_s")
@@ -156,8 +146,12 @@ class PendantSerialSimulator(Simulator):
         self.silent = False
         self._rng = random.Random(seed)
         self._own_dir = link_dir is None
+        # Created on start (and removed on stop when ours): the path is known before,
+        # so a gateway config can name it.
         self._dir = (
-            Path(tempfile.mkdtemp(prefix="carewatch-rf-")) if link_dir is None else Path(link_dir)
+            Path(tempfile.gettempdir()) / f"carewatch-rf-{uuid.uuid4().hex[:12]}"
+            if link_dir is None
+            else Path(link_dir)
         )
         self._link = self._dir / device
         self._master: int | None = None
@@ -309,26 +303,54 @@ class PendantSerialSimulator(Simulator):
                 for h in held:
                     await self._write(h)
 
-    def pendant(self, pendant: str | None = None) -> PendantDevice:
+    def address(self, pendant_id: str | int) -> str:
+        """The codec's spelling of a pendant id (fixed-width upper-case hex).
+
+        An ``int`` is the id's number, a ``str`` its hex digits. ValueError when the id
+        does not fit the profile's ``frame.id_bytes``.
+        """
+        width = self.frame_codec.frame.id_bytes
+        try:
+            number = pendant_id if isinstance(pendant_id, int) else int(pendant_id, 16)
+        except ValueError:
+            number = -1
+        if isinstance(number, bool) or not 0 <= number < 1 << (8 * width):
+            raise ValueError(f"pendant id {pendant_id!r} is not a number of {width} bytes")
+        return f"{number:0{2 * width}X}"
+
+    def add_pendant(self, pendant_id: str | int) -> str:
+        """Put one more pendant in range of this receiver; returns its address."""
+        address = self.address(pendant_id)
+        if address not in self.pendants:
+            self.pendants[address] = PendantDevice(self.frame_codec, address)
+        return address
+
+    def pendant(self, pendant: str | int | None = None) -> PendantDevice:
         """The pendant addressed by ``pendant`` (default: the first one)."""
         if pendant is None:
+            if not self.pendants:
+                raise ValueError(f"{self.device}: no pendant in range; add_pendant() first")
             return next(iter(self.pendants.values()))
-        key = pendant.upper().rjust(2 * self.frame_codec.frame.id_bytes, "0")
+        key = self.address(pendant)
         if key not in self.pendants:
             raise ValueError(f"no pendant {pendant!r}; this receiver has {sorted(self.pendants)}")
         return self.pendants[key]
 
+    def view(self, pendant_id: str | int, device: str) -> RfPendant:
+        """A :class:`RfPendant` for one pendant of this receiver (added if new)."""
+        return RfPendant(self, self.add_pendant(pendant_id), device)
+
     # -- actions -------------------------------------------------------------------------
 
-    async def press(self, pendant: str | None = None) -> None:
+    async def press(self, pendant: str | int | None = None) -> None:
         """Press the alarm button (momentary press, or latch the ``sos`` flag)."""
         await self._send_readings(self.pendant(pendant).press())
 
-    async def release(self, pendant: str | None = None) -> None:
+    async def release(self, pendant: str | int | None = None) -> None:
         """Reset a latched alarm (latched models; nothing to send otherwise)."""
         await self._send_readings(self.pendant(pendant).release())
 
-    async def power_on(self, pendant: str | None = None) -> None:
+    async def power_on(self, pendant: str | int | None = None) -> None:
         """Every pendant (or one) sends its power-on status (``boot`` flag set)."""
         targets = self.pendants.values() if pendant is None else [self.pendant(pendant)]
         for p in targets:
@@ -336,12 +358,15 @@ class PendantSerialSimulator(Simulator):
             await self._send_readings([p.status()])
 
     async def heartbeat(
-        self, battery: int | None = None, activity: int | None = None, pendant: str | None = None
+        self,
+        battery: int | None = None,
+        activity: int | None = None,
+        pendant: str | int | None = None,
     ) -> None:
         """A status message with the given (or current) battery and activity."""
         await self._send_readings([self.pendant(pendant).status(battery, activity)])
 
-    async def low_battery(self, pendant: str | None = None) -> None:
+    async def low_battery(self, pendant: str | int | None = None) -> None:
         """A low-battery report."""
         await self._send_readings(self.pendant(pendant).low_battery())
 
@@ -349,7 +374,7 @@ class PendantSerialSimulator(Simulator):
         self,
         trace: Sequence[Sequence[float]],
         rate_hz: float,
-        pendant: str | None = None,
+        pendant: str | int | None = None,
         drop_fragments: Iterable[int] = (),
     ) -> list[ImpactWindow]:
         """Run the on-device trigger over ``trace`` (g at ``rate_hz``); upload every window.
@@ -365,7 +390,7 @@ class PendantSerialSimulator(Simulator):
             await self._send_readings(sent)
         return windows
 
-    async def inject(self, fault: Fault, pendant: str | None = None) -> None:
+    async def inject(self, fault: Fault, pendant: str | int | None = None) -> None:
         """Apply one fault (see the module docstring)."""
         p = self.pendant(pendant)
         if fault == "garbage":
@@ -427,3 +452,69 @@ class PendantSerialSimulator(Simulator):
             if delay > 0:
                 await asyncio.sleep(delay)
             await getattr(self, action)(**kwargs)
+
+
+class RfPendant(Simulator):
+    """One pendant of a shared :class:`PendantSerialSimulator`, as a simulator of its own.
+
+    Scenario engines drive one simulator per device id, while one RF receiver (one PTY)
+    serves all the pendants of a site: each pendant gets a view. :meth:`start` starts the
+    shared receiver if needed; :meth:`stop` leaves it to its owner (other pendants still
+    use it). Actions are the receiver's, addressed to this pendant.
+    """
+
+    actions = frozenset(
+        {"power_on", "press", "release", "heartbeat", "low_battery", "impact", "inject"}
+    )
+
+    def __init__(self, receiver: PendantSerialSimulator, address: str, device: str):
+        super().__init__(receiver.profile, device)
+        self.receiver = receiver
+        self.address = address
+
+    @property
+    def port(self) -> str:
+        """The shared receiver's port."""
+        return self.receiver.port
+
+    async def start(self) -> None:
+        """Start the shared receiver (idempotent)."""
+        await self.receiver.start()
+
+    async def stop(self) -> None:
+        """Nothing to close: the receiver belongs to its owner."""
+
+    async def power_on(self) -> None:
+        """This pendant's power-on status."""
+        await self.receiver.power_on(pendant=self.address)
+
+    async def press(self) -> None:
+        """Press this pendant's alarm button."""
+        await self.receiver.press(pendant=self.address)
+
+    async def release(self) -> None:
+        """Reset this pendant's latched alarm."""
+        await self.receiver.release(pendant=self.address)
+
+    async def heartbeat(self, battery: int | None = None, activity: int | None = None) -> None:
+        """A status message from this pendant."""
+        await self.receiver.heartbeat(battery, activity, pendant=self.address)
+
+    async def low_battery(self) -> None:
+        """A low-battery report from this pendant."""
+        await self.receiver.low_battery(pendant=self.address)
+
+    async def impact(
+        self,
+        trace: Sequence[Sequence[float]],
+        rate_hz: float,
+        drop_fragments: Iterable[int] = (),
+    ) -> list[ImpactWindow]:
+        """Run this pendant's trigger over ``trace`` and upload its windows."""
+        return await self.receiver.impact(
+            trace, rate_hz, pendant=self.address, drop_fragments=drop_fragments
+        )
+
+    async def inject(self, fault: Fault) -> None:
+        """Apply a fault through the shared receiver, on behalf of this pendant."""
+        await self.receiver.inject(fault, pendant=self.address)

@@ -303,3 +303,31 @@ async def test_periodic_heartbeats_and_latched_repeats(registry, receivers) -> N
         await rx.until(lambda: len(rx.named("heartbeat")) >= 12)
     assert [(r.reading, r.source) for r in rx.named("press")] == [("press", "0A0B0D")]
     assert {r.source for r in rx.named("heartbeat")} == {"0A0B0C", "0A0B0D"}
+
+
+async def test_per_pendant_views_share_one_receiver(registry, receivers) -> None:
+    receiver = PendantSerialSimulator(registry.get(MOMENTARY), "rf-site", pendants=[])
+    a = receiver.view(4097, "pendant-r1")  # ids as numbers or hex digits
+    b = receiver.view("2002", "pendant-r2")
+    assert (a.address, b.address, a.port) == ("00001001", "00002002", receiver.port)
+    await a.start()
+    await b.start()  # the receiver is started once
+    try:
+        rx = open_receiver(receiver, receivers)
+        await a.press()
+        await b.heartbeat(battery=60)
+        await b.inject("duplicate")
+        await a.stop()  # a view does not close the shared receiver
+        await b.press()
+        await rx.until(lambda: len(rx.named("press")) == 2)
+    finally:
+        await receiver.stop()
+    assert [(r.reading, r.source) for r in rx.readings] == [
+        ("press", "00001001"),
+        ("heartbeat", "00002002"),
+        ("press", "00002002"),
+    ]
+    with pytest.raises(ValueError):
+        receiver.add_pendant(1 << 32)
+    with pytest.raises(ValueError):
+        PendantSerialSimulator(registry.get(MOMENTARY), "rf-x", pendants=[]).pendant()
