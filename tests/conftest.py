@@ -10,6 +10,8 @@ Fixture API (the contract other test modules build on):
     ``broker_factory()`` starts a fresh broker on a free port and returns it
     (``.stop()``, ``.start()`` on the same port, ``.restart()``, ``.kill()``, ``.host``,
     ``.port``, ``.url``, ``.log_text()``). Every broker it made is closed at teardown.
+    Options: ``anonymous=False``, ``extra_config="password_file ...\nacl_file ..."``
+    (see ``tests.harness.write_password_file`` and ``tests/test_harness_acl.py``).
 ``influxdb`` (session)
     A running :class:`~tests.harness.services.InfluxDBService`: ``.url``
     (``http://127.0.0.1:PORT``), ``.host``, ``.port``, ``.query(q, db)`` -> parsed JSON,
