@@ -362,14 +362,18 @@ def test_latched_counter_wraps_and_stale_status_does_not_relatch() -> None:
     c = codec(LATCHED)  # 8-bit counter
     src = "0A0B0C"
 
-    def st(counter: int, sos: bool) -> bytes:
-        values = {"sos": sos, "battery": 80, "activity": 1, "temperature": 20, "counter": counter}
-        return c.encode(Reading("status", values, source=src), "rx")
+    def st(counter: int, sos: bool, activity: int = 1) -> bytes:
+        values = {"sos": sos, "battery": 80, "activity": activity, "temperature": 20}
+        return c.encode(Reading("status", {**values, "counter": counter}, source=src), "rx")
 
-    # 254 latched, 255 released, then a reordered stale 254 (latched) arrives late,
-    # then the counter wraps to 0 and the alarm is latched again: two presses in all.
-    _, out = run(c, [st(254, True), st(255, False), st(254, True) + b"", st(0, True)])
-    assert [r.reading for r in out].count("press") == 2
+    # 254 latched, 255 released, then a reordered stale 253 (latched) arrives late: it
+    # must not re-latch. The counter wraps to 0 with the alarm latched again: a press.
+    _, out = run(c, [st(254, True), st(255, False), st(253, True, activity=9), st(0, True)])
+    names = [r.reading for r in out]
+    assert names == ["press", "heartbeat", "heartbeat", "heartbeat", "press", "heartbeat"]
+    # A big step back is a restart, not a reorder: its latch counts.
+    _, out = run(c, [st(200, False), st(100, True)])
+    assert [r.reading for r in out].count("press") == 1
 
 
 def test_boot_flag_resets_duplicate_memory() -> None:
