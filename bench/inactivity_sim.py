@@ -229,10 +229,10 @@ def generate(
                 continue
             kept.append((a, b, what))
         for a, b, what in kept:
-            _fill_awake(rng, habits, intervals, t, a, sick)
+            _fill_awake(rng, habits, intervals, t, a, sick=sick)
             intervals.append((a, b, what))
             t = b
-        _fill_awake(rng, habits, intervals, t, bed, sick)
+        _fill_awake(rng, habits, intervals, t, bed, sick=sick)
         wake = _local_ms(day0, day, next_wake_h)
         intervals.append((bed, wake, "night"))
     # The collapse: a random moment of an active interval, 08:00-20:00, on collapse_day.
@@ -245,7 +245,7 @@ def generate(
             a, b = max(a, lo), min(b, hi)
             history.collapse = rng.randint(a, max(a, b - 1))
     for a, b, what in intervals:
-        _events(rng, habits, rows, a, b, what)
+        _events(rng, habits, rows, a, b, what=what)
     rows.sort(key=lambda r: r.time)
     if history.collapse is not None:
         history.rows = [r for r in rows if r.time < history.collapse]
@@ -259,6 +259,7 @@ def _fill_awake(
     out: list[tuple[int, int, str]],
     start: int,
     end: int,
+    *,
     sick: bool,
 ) -> None:
     """Alternate active stretches and still sitting between ``start`` and ``end``."""
@@ -276,7 +277,9 @@ def _fill_awake(
             t += sit
 
 
-def _events(rng: random.Random, habits: Habits, rows: list[Row], a: int, b: int, what: str) -> None:
+def _events(
+    rng: random.Random, habits: Habits, rows: list[Row], a: int, b: int, *, what: str
+) -> None:
     rooms = habits.rooms
     if what == "active":
         t = a + int(rng.expovariate(1 / habits.move_gap_min) * MIN)

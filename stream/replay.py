@@ -627,12 +627,16 @@ def main(argv: list[str]) -> int:
             out.write(alert_json(alert, lt) + "\n")
             printed += 1
 
-    for event in loaded.events:
-        emit(runner.feed(event))
-    end = until if until is not None else runner.now
-    if end is not None:
-        emit(runner.advance(end))
-    out.flush()
+    try:
+        for event in loaded.events:
+            emit(runner.feed(event))
+        end = until if until is not None else runner.now
+        if end is not None:
+            emit(runner.advance(end))
+        out.flush()
+    except BrokenPipeError:  # the reader (head, grep -m) has seen enough
+        sys.stderr.close()
+        return 0
     print(
         f"carewatch replay: {len(loaded.events)} events, {printed} alerts printed, "
         f"{bad} malformed rows skipped, {runner.errors} detector errors",

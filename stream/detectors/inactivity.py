@@ -113,8 +113,8 @@ class InactivityOptions:
     #: Weighted quantile of a bucket's longest quiet periods that is "usual".
     quantile: float = 0.97
     #: Limit = usual * margin_factor + margin.
-    margin_factor: float = 1.3
-    margin: int = 45 * MINUTE_MS
+    margin_factor: float = 1.4
+    margin: int = 20 * MINUTE_MS
     min_limit: int = 90 * MINUTE_MS
     day_cap: int = 10 * HOUR_MS
     night_cap: int = 14 * HOUR_MS
@@ -307,7 +307,7 @@ class InactivityDetector(Detector[InactivityState]):
             return state, []  # a late event: the quiet period it belonged to is closed
         lt = self._local(ctx, event.site)
         if r.last > 0:
-            self._learn(r, r.last, t, lt, opts, ctx, resident)
+            self._learn(r, r.last, t, lt, opts=opts, ctx=ctx, resident=resident)
         r.last, r.last_what = t, label
         if what != ALIVE and event.reading != "checkin":
             _remember(r.gateways, event.gateway, MAX_GATEWAYS)
@@ -319,9 +319,9 @@ class InactivityDetector(Detector[InactivityState]):
             r.away = t
         alerts: list[AlertSignal] = []
         if r.alert == CONDITION or (r.alert == NOT_BACK and what != ALIVE):
-            alerts.append(self._clear(state.site, resident, r, t, lt, label))
+            alerts.append(self._clear(state.site, resident, r, t, lt=lt, label=label))
             r.alert = ""
-        self._schedule(state, resident, r, ctx, opts, lt)
+        self._schedule(state, resident, r, ctx=ctx, opts=opts, lt=lt)
         return state, alerts
 
     def _status(
@@ -362,7 +362,9 @@ class InactivityDetector(Detector[InactivityState]):
             elif not blind and r.unknown > 0:
                 r.unknown = 0
                 r.known_at = t
-            self._schedule(state, resident, r, ctx, self._options(ctx, state.site, resident), lt)
+            self._schedule(
+                state, resident, r, ctx=ctx, opts=self._options(ctx, state.site, resident), lt=lt
+            )
         return []
 
     # --- time -----------------------------------------------------------------------------
@@ -390,7 +392,11 @@ class InactivityDetector(Detector[InactivityState]):
             if now - r.last < limit:  # the limit moved (a config change): check again later
                 r.due = r.last + limit
                 continue
-            alerts.append(self._raise(state.site, resident, r, now, lt, limit, usual, learned))
+            alerts.append(
+                self._raise(
+                    state.site, resident, r, now, lt=lt, limit=limit, usual=usual, learned=learned
+                )
+            )
             r.alert = CONDITION
             r.due = 0
         return state, alerts
@@ -402,6 +408,7 @@ class InactivityDetector(Detector[InactivityState]):
         start: int,
         end: int,
         lt: LocalTime,
+        *,
         opts: InactivityOptions,
         ctx: DetectorContext,
         resident: str,
@@ -513,6 +520,7 @@ class InactivityDetector(Detector[InactivityState]):
         state: InactivityState,
         resident: str,
         r: Quiet,
+        *,
         ctx: DetectorContext,
         opts: InactivityOptions,
         lt: LocalTime,
@@ -536,6 +544,7 @@ class InactivityDetector(Detector[InactivityState]):
         resident: str,
         r: Quiet,
         now: int,
+        *,
         lt: LocalTime,
         limit: int,
         usual: int,
@@ -591,7 +600,7 @@ class InactivityDetector(Detector[InactivityState]):
         )
 
     def _clear(
-        self, site: str, resident: str, r: Quiet, t: int, lt: LocalTime, label: str
+        self, site: str, resident: str, r: Quiet, t: int, *, lt: LocalTime, label: str
     ) -> AlertSignal:
         condition = r.alert
         text = "back home" if condition == NOT_BACK else "activity again"
@@ -665,9 +674,13 @@ def _activity(
         if reading == "press":
             return ALIVE, "SOS button pressed"
         activity = values.get("activity")
-        if reading == "heartbeat" and isinstance(activity, int | float) and activity > 0:
-            if not isinstance(activity, bool):
-                return ALIVE, "pendant movement"
+        if (
+            reading == "heartbeat"
+            and isinstance(activity, int | float)
+            and not isinstance(activity, bool)
+            and activity > 0
+        ):
+            return ALIVE, "pendant movement"
     return None
 
 

@@ -1,0 +1,391 @@
+"""Day-care no-shows: a member who usually checks in by now on this weekday, and has not.
+
+What it learns, per member (partition ``{site}/{resident}``, from face-terminal
+``checkin`` events at that site):
+
+- per weekday, how often they come: a decayed count of the site's open days and of the
+  days they checked in (each weekday's occurrence decays the older ones by ``decay``);
+- per weekday, their last ``TIMES`` check-in times (local time of day).
+
+A weekday is *usual* when they checked in on at least ``min_days`` of them and on at least
+``min_rate`` of the open ones. On a usual weekday when the site is open (``opening_hours``,
+``opening_days``, ``holidays`` in the site config: see
+:class:`~stream.detectors.sitetime.OpeningCalendar`) and no known absence covers the day
+(``ctx.is_absent``), the alert is due at the latest of their recent check-in times on that
+weekday plus ``margin`` (never before the site opens + ``margin``, never after it closes).
+It fires from :meth:`NoShowDetector.tick` with no data at all, says why ("has not checked
+in by 10:15; usually checks in by 09:30 on Tuesdays (8 of the last 9 open Tuesdays)"),
+and clears when they check in, or when the day ends.
+
+A member's config may fix the schedule instead of learning it::
+
+    residents:
+      r7:
+        lives_alone: true            # a no-show is HIGH (else WARNING)
+        daycare: {days: [mon, wed, fri], by: "09:30"}   # alert at 09:30 on those days
+        noshow: {enabled: true, margin: 45m}             # options, as below
+
+Options (constructor keywords, overridable in ``sites.<id>.noshow`` and
+``residents.<id>.noshow``): ``margin`` (45 min), ``min_days`` (3), ``min_rate`` (0.6),
+``decay`` (0.9 per occurrence of a weekday), ``enabled`` (true).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import msgspec
+
+from device_profiles.errors import ConfigError
+from device_profiles.events import Event
+from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.sitetime import (
+    DAY_MS,
+    MINUTE_MS,
+    WEEKDAYS,
+    LocalTime,
+    OpeningCalendar,
+    duration_ms,
+    time_of_day_min,
+    weekday_of_day,
+    weekday_set,
+)
+
+log = logging.getLogger(__name__)
+
+CONDITION = "noshow"
+#: Check-in times remembered per weekday.
+TIMES = 6
+#: Days looked ahead for the next alert, and days rolled over at most at once.
+LOOKAHEAD_DAYS = 14
+MAX_ROLL_DAYS = 120
+_DAY_NAMES = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays")
+
+
+@dataclass(frozen=True, slots=True)
+class NoShowOptions:
+    """Tuning of the no-show detector (durations in ms)."""
+
+    margin: int = 45 * MINUTE_MS
+    min_days: int = 3
+    min_rate: float = 0.6
+    decay: float = 0.9
+    enabled: bool = True
+
+    @classmethod
+    def parse(
+        cls, raw: Mapping[str, Any], where: str, base: NoShowOptions | None = None
+    ) -> NoShowOptions:
+        """Options from a config mapping; raises ConfigError naming the option."""
+        base = base or cls()
+        changes: dict[str, Any] = {}
+        for name, value in raw.items():
+            option = f"{where}.{name}"
+            if name == "margin":
+                changes[name] = duration_ms(value, option)
+            elif name == "enabled":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{value!r} must be true or false", path=option)
+                changes[name] = value
+            elif name in ("min_days", "min_rate", "decay"):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{value!r} must be a number", path=option)
+                changes[name] = type(getattr(base, name))(value)
+            else:
+                raise ConfigError(
+                    "unknown option (allowed: decay, enabled, margin, min_days, min_rate)",
+                    path=option,
+                )
+        options = replace(base, **changes)
+        if not 0 < options.decay <= 1:
+            raise ConfigError("must be in (0, 1]", path=f"{where}.decay")
+        if not 0 < options.min_rate <= 1:
+            raise ConfigError("must be in (0, 1]", path=f"{where}.min_rate")
+        return options
+
+
+class MemberState(msgspec.Struct, kw_only=True):
+    """One day-care member at one site."""
+
+    site: str = ""
+    resident: str = ""
+    #: The local day being tracked, and whether they checked in on it (first time, min).
+    day: int = -1
+    checkin_min: int = -1
+    #: Per weekday: decayed open days, decayed attended days, recent check-in minutes.
+    opp: list[float] = msgspec.field(default_factory=lambda: [0.0] * 7)
+    att: list[float] = msgspec.field(default_factory=lambda: [0.0] * 7)
+    times: list[int] = msgspec.field(default_factory=lambda: [-1] * (7 * TIMES))
+    #: Open alert (for ``day``) and next check, ms UTC (0 = none).
+    alerted: bool = False
+    due: int = 0
+
+
+class NoShowDetector(Detector[MemberState]):
+    """Members who usually check in by a time on their usual days, and have not."""
+
+    name: ClassVar[str] = "noshow"
+    state_type: ClassVar[type[msgspec.Struct]] = MemberState
+
+    def __init__(self, **options: Any) -> None:
+        self.options = NoShowOptions.parse(options, "detectors.noshow")
+        self._zones: dict[str, LocalTime] = {}
+        self._calendars: dict[str, tuple[int, OpeningCalendar]] = {}
+
+    def key(self, event: Event) -> str | None:
+        if event.reading != "checkin":
+            return None
+        person = _person(event)
+        return f"{event.site}/{person}" if person else None
+
+    def initial_state(self, key: str) -> MemberState:
+        site, _, resident = key.partition("/")
+        return MemberState(site=site, resident=resident)
+
+    def deadline(self, state: MemberState) -> int | None:
+        return state.due or None
+
+    # --- events -------------------------------------------------------------------------
+    def step(
+        self, state: MemberState, event: Event, ctx: DetectorContext
+    ) -> tuple[MemberState, list[AlertSignal]]:
+        person = _person(event)
+        if not person:
+            return state, []
+        state.site, state.resident = event.site, person
+        opts = self._options(ctx, state)
+        lt = self._local(ctx, state.site)
+        day = lt.day(event.time)
+        if day < state.day:
+            return state, []  # a check-in of a day already closed
+        alerts = self._roll(state, day, event.time, ctx=ctx, lt=lt, opts=opts)
+        if state.checkin_min < 0:
+            state.checkin_min = lt.minute_of_day(event.time)
+            wd = weekday_of_day(day)
+            ring = state.times[wd * TIMES : (wd + 1) * TIMES]
+            state.times[wd * TIMES : (wd + 1) * TIMES] = [*ring[1:], state.checkin_min]
+            if state.alerted:
+                state.alerted = False
+                alerts.append(
+                    self._signal(
+                        state,
+                        ctx,
+                        event.time,
+                        f"checked in at {lt.hhmm(event.time)}",
+                        action="clear",
+                    )
+                )
+        self._schedule(state, event.time, ctx, lt, opts)
+        return state, alerts
+
+    # --- time ---------------------------------------------------------------------------
+    def tick(
+        self, state: MemberState, now: int, ctx: DetectorContext
+    ) -> tuple[MemberState, list[AlertSignal]]:
+        opts = self._options(ctx, state)
+        lt = self._local(ctx, state.site)
+        alerts = self._roll(state, lt.day(now), now, ctx=ctx, lt=lt, opts=opts)
+        if not opts.enabled:
+            state.due = 0
+            return state, alerts
+        expected = self._expected(state, state.day, ctx, lt, opts)
+        if (
+            expected is not None
+            and state.checkin_min < 0
+            and not state.alerted
+            and now >= expected[0]
+            and not ctx.is_absent(state.resident, now)
+        ):
+            state.alerted = True
+            alerts.append(self._signal(state, ctx, now, self._reason(state, now, lt, expected)))
+        self._schedule(state, now, ctx, lt, opts)
+        return state, alerts
+
+    # --- bookkeeping --------------------------------------------------------------------
+    def _roll(
+        self,
+        state: MemberState,
+        day: int,
+        now: int,
+        *,
+        ctx: DetectorContext,
+        lt: LocalTime,
+        opts: NoShowOptions,
+    ) -> list[AlertSignal]:
+        """Close the days before ``day``: count open days and attendance per weekday."""
+        alerts: list[AlertSignal] = []
+        if state.day < 0:
+            state.day = day
+            return alerts
+        if day <= state.day:
+            return alerts
+        calendar = self._calendar(ctx, state.site)
+        first = max(state.day, day - MAX_ROLL_DAYS)
+        for d in range(first, day):
+            attended = d == state.day and state.checkin_min >= 0
+            noon = lt.at(d, 12 * 60)
+            if not attended and (calendar.span(d) is None or ctx.is_absent(state.resident, noon)):
+                continue
+            wd = weekday_of_day(d)
+            state.opp[wd] = state.opp[wd] * opts.decay + 1.0
+            state.att[wd] = state.att[wd] * opts.decay + (1.0 if attended else 0.0)
+        if state.alerted:
+            day_end = lt.at(state.day + 1, 0)
+            alerts.append(
+                self._signal(
+                    state,
+                    ctx,
+                    max(day_end, now - DAY_MS),
+                    "the day ended without a check-in",
+                    action="clear",
+                )
+            )
+        state.day, state.checkin_min, state.alerted = day, -1, False
+        return alerts
+
+    def _expected(
+        self,
+        state: MemberState,
+        day: int,
+        ctx: DetectorContext,
+        lt: LocalTime,
+        opts: NoShowOptions,
+    ) -> tuple[int, int, str] | None:
+        """(alert time ms, usual latest minute, why) for local ``day``, None: not expected."""
+        calendar = self._calendar(ctx, state.site)
+        span = calendar.span(day)
+        if span is None:
+            return None
+        wd = weekday_of_day(day)
+        fixed = ctx.resident_config(state.resident).get("daycare")
+        if isinstance(fixed, Mapping) and "by" in fixed:
+            where = f"residents.{state.resident}.daycare"
+            try:
+                days = weekday_set(fixed.get("days", list(WEEKDAYS[:5])), f"{where}.days")
+                by = time_of_day_min(fixed["by"], f"{where}.by")
+            except ConfigError as exc:
+                log.warning("ignoring the fixed day-care schedule: %s", exc)
+            else:
+                if wd not in days:
+                    return None
+                return lt.at(day, by), by, "is expected"
+        if state.att[wd] < opts.min_days - 1e-9 or state.opp[wd] <= 0:
+            return None
+        if state.att[wd] / state.opp[wd] < opts.min_rate:
+            return None
+        recent = [m for m in state.times[wd * TIMES : (wd + 1) * TIMES] if m >= 0]
+        if not recent:
+            return None
+        latest = max(recent)
+        margin_min = opts.margin // MINUTE_MS
+        open_min, close_min = span
+        alert_min = max(latest + margin_min, open_min + margin_min)
+        if close_min > open_min:
+            alert_min = min(alert_min, close_min)
+        return lt.at(day, min(alert_min, 24 * 60 - 1)), latest, "usually checks in"
+
+    def _schedule(
+        self,
+        state: MemberState,
+        now: int,
+        ctx: DetectorContext,
+        lt: LocalTime,
+        opts: NoShowOptions,
+    ) -> None:
+        if not opts.enabled:
+            state.due = 0
+            return
+        if state.alerted:  # close the day (and the alert) at local midnight
+            state.due = lt.at(state.day + 1, 0)
+            return
+        today = lt.day(now)
+        for d in range(today, today + LOOKAHEAD_DAYS):
+            if d == state.day and state.checkin_min >= 0:
+                continue
+            expected = self._expected(state, d, ctx, lt, opts)
+            if expected is not None and expected[0] > now:
+                state.due = expected[0]
+                return
+        # No usual day ahead: wake up in LOOKAHEAD_DAYS to look again.
+        state.due = lt.at(today + LOOKAHEAD_DAYS, 0)
+
+    # --- signals ------------------------------------------------------------------------
+    def _reason(
+        self, state: MemberState, now: int, lt: LocalTime, expected: tuple[int, int, str]
+    ) -> str:
+        _, latest, why = expected
+        wd = weekday_of_day(state.day)
+        by = f"{latest // 60:02d}:{latest % 60:02d}"
+        text = f"has not checked in by {lt.hhmm(now)}; {why} by {by} on {_DAY_NAMES[wd]}"
+        if why == "usually checks in":
+            text += (
+                f" (on {round(state.att[wd])} of the last {round(state.opp[wd])} open "
+                f"{_DAY_NAMES[wd]}, weighted to recent weeks)"
+            )
+        return text
+
+    def _signal(
+        self,
+        state: MemberState,
+        ctx: DetectorContext,
+        time: int,
+        reason: str,
+        action: str = "raise",
+    ) -> AlertSignal:
+        lives_alone = ctx.resident_config(state.resident).get("lives_alone") is True
+        return AlertSignal(
+            condition=CONDITION,
+            subject=state.resident,
+            site=state.site,
+            time=time,
+            severity=Severity.HIGH if lives_alone else Severity.WARNING,
+            reason=reason,
+            action="clear" if action == "clear" else "raise",
+            resident=state.resident,
+            details={"day_of_week": WEEKDAYS[weekday_of_day(state.day)]},
+        )
+
+    # --- config -------------------------------------------------------------------------
+    def _options(self, ctx: DetectorContext, state: MemberState) -> NoShowOptions:
+        opts = self.options
+        try:
+            site_raw = ctx.site_config(state.site).get("noshow")
+            if isinstance(site_raw, Mapping) and site_raw:
+                opts = NoShowOptions.parse(site_raw, f"sites.{state.site}.noshow", opts)
+            res_raw = ctx.resident_config(state.resident).get("noshow")
+            if isinstance(res_raw, Mapping) and res_raw:
+                opts = NoShowOptions.parse(res_raw, f"residents.{state.resident}.noshow", opts)
+        except ConfigError as exc:
+            log.warning("ignoring no-show overrides: %s", exc)
+            return self.options
+        return opts
+
+    def _calendar(self, ctx: DetectorContext, site: str) -> OpeningCalendar:
+        config = ctx.site_config(site)
+        cached = self._calendars.get(site)
+        if cached is not None and cached[0] == id(config):
+            return cached[1]
+        try:
+            calendar = OpeningCalendar(config, site)
+        except ConfigError as exc:
+            log.warning("site %s: opening calendar ignored: %s", site, exc)
+            calendar = OpeningCalendar({}, site)
+        self._calendars[site] = (id(config), calendar)
+        return calendar
+
+    def _local(self, ctx: DetectorContext, site: str) -> LocalTime:
+        tz = ctx.timezone(site)
+        lt = self._zones.get(site)
+        if lt is None or lt.tz is not tz:
+            lt = self._zones[site] = LocalTime(tz)
+        return lt
+
+
+def _person(event: Event) -> str | None:
+    if event.resident:
+        return event.resident
+    person = event.values.get("person")
+    return person if isinstance(person, str) and person else None
