@@ -182,6 +182,7 @@ class Agent:
                     uplink_task = await self._do_reload(uplink_task)
         finally:
             await self._stop_sources()
+            ingest.flush_idle(time.monotonic(), everything=True)
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
@@ -309,6 +310,7 @@ class Agent:
                         for dev in s.devices:
                             self.health.source_errors.pop(dev.id, None)
                 self.ingest.transitions(self.health.check())
+                self.ingest.flush_idle(time.monotonic())
                 stamp = clock.now()
                 while corrections:
                     delta = corrections.pop(0)

@@ -194,6 +194,38 @@ class Ingest:
             priority=Priority.NORMAL,
         )
 
+    def flush_idle(self, now_mono: float, *, everything: bool = False) -> None:
+        """Let codecs emit what they hold back for a device that went quiet.
+
+        Pendant codecs reassemble impact windows from fragments; a window whose last
+        fragments never came is emitted (marked incomplete by the codec) once the
+        pendant has been quiet for ``codec_options.impact.reassembly_timeout_s``, and
+        at shutdown (``everything``).
+        """
+        for device in self.devices.values():
+            flush = getattr(device.codec, "flush", None)
+            pending = getattr(device.codec, "pending_windows", None)
+            state = self.states.get(device.id)
+            if flush is None or pending is None or not state or not pending(state):
+                continue
+            impact = device.profile.codec_options.get("impact") or {}
+            timeout = float(impact.get("reassembly_timeout_s", 10.0))
+            st = self.health.devices.get(device.id)
+            seen = st.last_seen_mono if st is not None else None
+            if not everything and seen is not None and now_mono - seen < timeout:
+                continue
+            try:
+                state, out = flush(state)
+            except CarewatchError as exc:
+                self.fault(device.id, "flush", str(exc))
+                continue
+            self.states[device.id] = state
+            stamp = self.clock.now()
+            counters: dict[str, int] = {}
+            drafts = [self._draft(device, r, stamp, counters) for r in out]
+            self.received += len(drafts)
+            self.queue.submit(drafts, states={device.id: state}, counters=counters)
+
     def transitions(self, transitions: Sequence[Transition]) -> asyncio.Future[AppendResult] | None:
         """Queue ``device_health`` Events for transitions found by the health check."""
         if not transitions:

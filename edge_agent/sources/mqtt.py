@@ -70,14 +70,14 @@ class MqttSource(Source):
         super().__init__(f"mqtt:{broker_name}", devices, ingest)
         self.broker = broker
         self.exact: dict[str, list[Bound]] = {}
-        self.filters: list[tuple[str, Bound]] = []
+        self.filters: dict[str, list[Bound]] = {}
         self.qos: dict[str, int] = {}
         for d in self.devices:
             for topic in device_topics(d):
                 qos = min(1, int(d.config.transport.get("qos", 1)))
                 self.qos[topic] = max(self.qos.get(topic, 0), qos)
                 if "+" in topic or "#" in topic:
-                    self.filters.append((topic, d))
+                    self.filters.setdefault(topic, []).append(d)
                 else:
                     self.exact.setdefault(topic, []).append(d)
         self.messages = 0
@@ -88,7 +88,7 @@ class MqttSource(Source):
         found = self.exact.get(topic)
         if found:
             return found
-        return [d for f, d in self.filters if matches(f, topic)]
+        return [d for f, devs in self.filters.items() if matches(f, topic) for d in devs]
 
     async def run(self) -> None:
         from edge_agent.uplink import client_kwargs

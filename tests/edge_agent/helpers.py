@@ -47,7 +47,13 @@ def write_config(
         "devices": devices or [],
     }
     if site_broker is not None:
-        doc["site_brokers"] = {"local": {"url": f"mqtt://{site_broker.host}:{site_broker.port}"}}
+        # A persistent session per test: tests share the session broker.
+        doc["site_brokers"] = {
+            "local": {
+                "url": f"mqtt://{site_broker.host}:{site_broker.port}",
+                "client_id": f"agent-{uuid.uuid4().hex[:10]}",
+            }
+        }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
             doc[key] = {**doc[key], **value}

@@ -1,0 +1,207 @@
+"""The faults the agent must survive, against real Mosquitto brokers and simulators.
+
+Messages are numbered through the door simulator's state (battery * 256 + linkquality),
+so a lost message shows as a missing number, whatever duplicates arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from device_profiles.events import Event
+from device_profiles.profiles import ProfileRegistry
+from edge_agent.queue import Draft
+from simulators.zigbee import Zigbee2MqttSimulator
+from tests.edge_agent.helpers import AgentProcess, Collector, running_agent, write_config
+
+pytestmark = pytest.mark.integration
+
+REGISTRY = ProfileRegistry.load()
+
+
+def door_config(prefix: str) -> dict[str, object]:
+    return {
+        "id": "door-1",
+        "profile": "aqara-mccgq11lm",
+        "mqtt": {"address": "hall", "base_topic": f"{prefix}/z2m"},
+    }
+
+
+def door_sim(prefix: str, site: object) -> Zigbee2MqttSimulator:
+    return Zigbee2MqttSimulator(
+        REGISTRY.get("aqara-mccgq11lm"),
+        "door-1",
+        friendly_name="hall",
+        base_topic=f"{prefix}/z2m",
+        host=site.host,  # type: ignore[attr-defined]
+        port=site.port,  # type: ignore[attr-defined]
+    )
+
+
+async def produce(sim: Zigbee2MqttSimulator, n: int) -> None:
+    """Publish state message number ``n`` (0 <= n < 25856)."""
+    sim.state["battery"], sim.state["linkquality"] = divmod(n, 256)
+    await sim.report()
+
+
+def number(e: Event) -> int | None:
+    if e.reading != "contact":
+        return None
+    b, lq = e.values.get("battery"), e.values.get("linkquality")
+    assert isinstance(b, int) and isinstance(lq, int)
+    return b * 256 + lq
+
+
+def numbers(col: Collector) -> set[int]:
+    return {n for e in col.events if (n := number(e)) is not None}
+
+
+def assert_in_seq_order(col: Collector) -> None:
+    first = col.first_arrivals()
+    seqs = [e.seq for e in first]
+    assert seqs == sorted(seqs), "first arrivals out of seq order"
+    assert seqs == list(range(1, len(seqs) + 1)), "a seq is missing"
+
+
+async def test_central_outage_loses_nothing_and_keeps_seq_order(
+    tmp_path, broker_factory, mosquitto, topic_prefix
+):
+    central = broker_factory()
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door_config(topic_prefix)],
+    )
+    async with (
+        Collector(central, root) as col,
+        running_agent(cfg) as agent,
+        door_sim(topic_prefix, mosquitto) as sim,
+    ):
+        for n in range(40):
+            await produce(sim, n)
+        await col.wait_for(lambda c: len(numbers(c)) == 40, what="the first 40")
+        await asyncio.to_thread(central.stop)
+        for n in range(40, 160):  # produced while the central broker is down
+            await produce(sim, n)
+            await asyncio.sleep(0.005)
+        assert agent.queue is not None
+        await agent.queue.flush()
+        assert agent.queue.store.depth >= 100  # waiting on disk
+        await asyncio.to_thread(central.start)
+        for n in range(160, 200):
+            await produce(sim, n)
+        await col.wait_for(lambda c: len(numbers(c)) == 200, what="all 200", limit_s=60)
+        assert agent.uplink is not None and agent.uplink.stats.connects >= 2
+    assert numbers(col) == set(range(200))
+    assert_in_seq_order(col)
+
+
+async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
+    tmp_path, broker_factory, mosquitto, topic_prefix
+):
+    central = broker_factory()
+    central.stop()  # the uplink is down the whole time the queue fills
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door_config(topic_prefix)],
+        # "contact" counts as telemetry here so the cap has telemetry to drop
+        queue={"max_bytes": 16000, "low_priority_readings": ["contact"]},
+    )
+    async with (
+        running_agent(cfg) as agent,
+        door_sim(topic_prefix, mosquitto) as sim,
+    ):
+        assert agent.queue is not None and agent.clock is not None
+
+        async def press(n: int) -> None:
+            # Urgent events straight into the queue, as a pendant press arrives.
+            stamp = agent.clock.now()  # type: ignore[union-attr]
+            draft = Draft(
+                device="door-1",
+                kind="pendant",
+                reading="press",
+                time=stamp.ms,
+                received=stamp.ms,
+                values={"button": "sos"},
+                urgent=True,
+            )
+            await agent.queue.put([draft] * n)  # type: ignore[union-attr]
+
+        await press(5)
+        for n in range(120):
+            await produce(sim, n)
+        await asyncio.sleep(0.3)
+        await agent.queue.flush()
+        stats = await agent.queue.stats()
+        assert stats.counters.get("dropped_full_telemetry", 0) > 0
+        assert stats.bytes <= 16000
+        await press(3)  # make room by dropping the oldest telemetry, never an alarm
+        stats = await agent.queue.stats()
+        assert stats.urgent == 8
+        # (urgent events over the cap are kept too: see test_queue.py)
+        await asyncio.to_thread(central.start)
+        async with Collector(central, root) as col:
+            await col.wait_for(
+                lambda c: sum(e.reading == "press" for e in c.events) == 8, what="8 presses"
+            )
+            await col.wait_for(lambda c: 119 in numbers(c), what="the newest telemetry")
+            await col.wait_for(
+                lambda c: bool(c.health and c.health[-1]["queue"]["depth"] == 0),
+                what="an empty queue in the heartbeat",
+            )
+    got = sorted(numbers(col))
+    # oldest dropped first: what survived is a contiguous run ending with the newest
+    assert got == list(range(got[0], 120))
+    assert got[0] > 0
+    drops = col.health[-1]["drops"]
+    assert drops["dropped_full_telemetry"] == got[0]
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
+    tmp_path: Path, broker_factory, mosquitto, topic_prefix
+):
+    central = broker_factory()
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door_config(topic_prefix)],
+        log_level="INFO",
+    )
+    agent = AgentProcess(cfg, tmp_path / "agent.log")
+    async with Collector(central, root) as col, door_sim(topic_prefix, mosquitto) as sim:
+        agent.start()
+        try:
+            await col.wait_for(lambda c: "online" in c.status, what="agent online", limit_s=30)
+            await produce(sim, 0)
+            await col.wait_for(lambda c: 0 in numbers(c), what="the first message")
+            # keep producing while the agent is killed and restarted
+            for n in range(1, 150):
+                await produce(sim, n)
+                await asyncio.sleep(0.004)
+                if n == 80:
+                    await asyncio.to_thread(agent.kill)
+                if n == 110:
+                    agent.start()
+            await col.wait_for(lambda c: len(numbers(c)) == 150, what="all 150", limit_s=60)
+        finally:
+            code = await asyncio.to_thread(agent.terminate)
+    assert code == 0, agent.log()[-3000:]
+    assert numbers(col) == set(range(150)), agent.log()[-3000:]
+    # duplicates (sent before the kill, PUBACK not stored) carry the same seq and content
+    by_seq: dict[int, Event] = {}
+    for e in col.events:
+        assert by_seq.setdefault(e.seq, e) == e
+    assert_in_seq_order(col)
