@@ -659,9 +659,14 @@ def _parse_detectors(r: _Reader, data: Any) -> tuple[DetectorConfig, ...]:
         if options is False:
             continue  # "inactivity: false" switches a detector off
         opts = dict(r.mapping(options if options is not True else {}, path))
+        enabled = opts.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            r.error(f"{path}.enabled", "expected true or false")
+        elif not enabled:
+            continue
         target = opts.pop("class", name)
         if not isinstance(target, str):
-            r.error(f"{path}.class", "expected 'module:Class' or a registry name")
+            r.error(f"{path}.class", "expected 'module:attribute' or a registry name")
             continue
         out.append(DetectorConfig(str(name), target, opts))
     return tuple(out)

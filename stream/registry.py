@@ -1,17 +1,20 @@
 """Detectors by name: how the stream config's ``detectors:`` section becomes objects.
 
-A name in the config is looked up here: first in :data:`DETECTORS` (``name ->
-"module:Class"``), else as the module ``stream.detectors.<name>``, in which the
+A name in the config is looked up in :data:`DETECTORS` (``name -> "module:attribute"``),
+else as the module ``stream.detectors.<name>``, in which the
 :class:`~stream.detectors.base.Detector` subclass whose ``name`` equals the config name
-is used. ``class: "package.module:Class"`` in a detector's section plugs in a detector
-from anywhere. The remaining keys of the section are passed to the class as keyword
-arguments, so a detector documents its options in its ``__init__``.
+is used. ``class: "package.module:attribute"`` in a detector's section plugs in a
+detector from anywhere. The attribute is a Detector class, or a factory function
+returning one detector or a list of them (``operations`` is three detectors). The
+remaining keys of the section are passed as keyword arguments, so a detector documents
+its options in its ``__init__``; ``enabled: false`` (or ``name: false``) leaves it out.
 
 ::
 
     detectors:
       alarm: {still_after_s: 120}        # stream/detectors/alarm.py: AlarmDetector
       inactivity: {}                     # stream/detectors/inactivity.py
+      operations: {gateways: {offline_grace: 10m}}
       my_rule: {class: "site_rules.door:DoorLeftOpen", minutes: 30}
 """
 
@@ -19,17 +22,26 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from device_profiles.errors import CarewatchError
 from stream.config import ConfigProblems, DetectorConfig
 from stream.detectors.base import Detector
 
 #: Explicit entries; names not listed resolve by module convention (see module doc).
 DETECTORS: dict[str, str] = {
     "alarm": "stream.detectors.alarm:AlarmDetector",
+    "inactivity": "stream.detectors.inactivity:InactivityDetector",
+    "noshow": "stream.detectors.noshow:NoShowDetector",
+    "operations": "stream.detectors.operations:operations_detectors",
 }
+
+#: The detectors a config without a ``detectors:`` section runs.
+DEFAULT_DETECTORS = ("alarm",)
+
+Factory = Callable[..., Any]  # a Detector class, or a function returning one or a list
 
 
 def _find_class(module: ModuleType, name: str) -> type[Detector[Any]] | None:
@@ -47,31 +59,34 @@ def _find_class(module: ModuleType, name: str) -> type[Detector[Any]] | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def resolve(name: str, target: str) -> type[Detector[Any]]:
-    """The detector class for a config entry; raises ValueError saying what is wrong."""
+def resolve(target: str) -> Factory:
+    """The class or factory of a config entry; raises ValueError saying what is wrong."""
     spec = DETECTORS.get(target, target)
     if ":" in spec:
-        module_name, _, class_name = spec.partition(":")
+        module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
-        cls = getattr(module, class_name, None)
-        if not (inspect.isclass(cls) and issubclass(cls, Detector)):
+        found = getattr(module, attr, None)
+        if found is None or not callable(found):
+            raise ValueError(f"{spec!r}: no such detector class or factory")
+        if inspect.isclass(found) and not issubclass(found, Detector):
             raise ValueError(f"{spec!r} is not a Detector class")
-        return cls
+        factory: Factory = found
+        return factory
     try:
         module = importlib.import_module(f"stream.detectors.{spec}")
     except ModuleNotFoundError as exc:
         known = sorted(DETECTORS)
         raise ValueError(
             f"unknown detector {spec!r} (no module stream.detectors.{spec}; "
-            f"registered: {', '.join(known)})"
+            f"known: {', '.join(known)})"
         ) from exc
-    found = _find_class(module, spec)
-    if found is None:
+    cls = _find_class(module, spec)
+    if cls is None:
         raise ValueError(f"stream.detectors.{spec} has no Detector subclass named {spec!r}")
-    return found
+    return cls
 
 
 def build_detectors(configs: Sequence[DetectorConfig]) -> list[Detector[Any]]:
@@ -82,16 +97,19 @@ def build_detectors(configs: Sequence[DetectorConfig]) -> list[Detector[Any]]:
     for cfg in configs:
         path = f"detectors.{cfg.name}"
         try:
-            cls = resolve(cfg.name, cfg.target)
-            detector = cls(**dict(cfg.options))
-        except (ValueError, TypeError) as exc:
+            made = resolve(cfg.target)(**dict(cfg.options))
+        except (ValueError, TypeError, CarewatchError) as exc:
             problems.append((path, str(exc)))
             continue
-        if detector.name in seen:
-            problems.append((path, f"detector {detector.name!r} configured twice"))
-            continue
-        seen.add(detector.name)
-        out.append(detector)
+        for detector in made if isinstance(made, list) else [made]:
+            if not isinstance(detector, Detector):
+                problems.append((path, f"{cfg.target!r} did not make a Detector"))
+                continue
+            if detector.name in seen:
+                problems.append((path, f"detector {detector.name!r} configured twice"))
+                continue
+            seen.add(detector.name)
+            out.append(detector)
     if problems:
         raise ConfigProblems("<detectors>", problems)
     return out

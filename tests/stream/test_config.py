@@ -1,0 +1,129 @@
+"""Stream config: the sample is valid, problems are all listed with their paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream.cli import main
+from stream.config import (
+    ConfigProblems,
+    load_config,
+    parse_config,
+    parse_duration_ms,
+    parse_time_ms,
+)
+from stream.registry import build_detectors
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "deploy" / "stream.sample.yaml"
+
+
+def test_sample_config_is_valid_and_shows_the_defaults() -> None:
+    cfg = load_config(SAMPLE)
+    assert cfg.mqtt.client_id == "carewatch-stream"
+    assert cfg.state.synchronous == "full"
+    assert cfg.policies["default"].tiers[0] == ("center-desk",)
+    assert cfg.policies["default"].ack_timeout_ms["critical"] == 180_000
+    assert cfg.site("point-07").timezone == "Asia/Shanghai"  # from "*"
+    assert cfg.site("unknown-site").quiet_start_min == 22 * 60
+    assert cfg.site("point-07").raw["capacity"] == 15
+    names = [d.name for d in build_detectors(cfg.detectors)]
+    assert names[0] == "alarm"
+    assert {"inactivity", "noshow"} <= set(names)
+    # Every default written in the sample is the code's default.
+    defaults = parse_config({})
+    assert cfg.mqtt.root == defaults.mqtt.root
+    assert cfg.ingest == defaults.ingest
+    assert cfg.clock == defaults.clock
+    assert cfg.delivery == defaults.delivery
+    assert cfg.api == defaults.api
+    assert cfg.state == defaults.state
+    assert cfg.logging == defaults.logging
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", str(SAMPLE)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {"url": "http://x", "keepalive": "often"},
+                "state": {"synchronous": "sometimes"},
+                "notifiers": {"hook": {"type": "webhook"}, "x": {"type": "pager"}},
+                "recipients": {"desk": {"notifiers": ["hook", "nope"]}},
+                "policies": {
+                    "default": {
+                        "tiers": [{"recipients": ["desk"]}, {"recipients": ["nurse"]}],
+                        "ack_timeout": {"critical": "soon", "urgent": "1m"},
+                    }
+                },
+                "sites": {"site-a": {"timezone": "Mars/Olympus", "policy": "gold"}},
+                "telemetry": {"url": "ftp://x"},
+                "extra": 1,
+            }
+        )
+    )
+    assert main(["--check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    for expected in (
+        "mqtt.url: 'http://x': expected mqtt://host:port",
+        "mqtt.keepalive: 'often'",
+        "state.synchronous: 'sometimes': allowed: full, normal",
+        "notifiers.hook.url: a webhook notifier needs a url",
+        "notifiers.x.type: 'pager'",
+        "recipients.desk.notifiers[1]: unknown notifier 'nope'",
+        "policies.default.tiers[1].recipients[0]: unknown recipient 'nurse'",
+        "policies.default.ack_timeout.critical: 'soon'",
+        "policies.default.ack_timeout.urgent: unknown option",
+        "sites.site-a.timezone: 'Mars/Olympus': unknown timezone",
+        "sites.site-a.policy: unknown policy 'gold'",
+        "telemetry.url: 'ftp://x'",
+        "extra: unknown option",
+    ):
+        assert expected in err, f"{expected!r} not in:\n{err}"
+
+
+def test_unknown_detector_and_bad_options_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("detectors:\n  alarm: {merge_s: -1}\n  teleport: {}\n  noshow: false\n")
+    from stream.config import check_config
+
+    problems = check_config(path)
+    assert any(p.startswith("detectors.alarm:") for p in problems)
+    assert any(p.startswith("detectors.teleport: unknown detector") for p in problems)
+    assert not any(p.startswith("detectors.noshow") for p in problems)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigProblems, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("mqtt: [unclosed\n")
+    with pytest.raises(ConfigProblems, match="not valid YAML"):
+        load_config(broken)
+    assert main(["--config", str(broken)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [(90, 90_000), ("90s", 90_000), ("3m", 180_000), ("2h", 7_200_000), ("500ms", 500),
+     ("1d", 86_400_000), (0.5, 500)],
+)  # fmt: skip
+def test_durations(text: object, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("bad", ["soon", -1, True, "3 weeks", None])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration_ms(bad)
+
+
+def test_times() -> None:
+    assert parse_time_ms("2026-01-01T08:00:00+08:00") == 1_767_225_600_000
+    assert parse_time_ms("2026-01-01T00:00:00Z") == 1_767_225_600_000
+    with pytest.raises(ValueError, match="timezone"):
+        parse_time_ms("2026-01-01T00:00:00")
