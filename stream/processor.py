@@ -256,7 +256,9 @@ class Processor:
         if result.gap is not None:
             first, last = result.gap
             self.metrics.seq_missing.inc(last - first + 1)
-            log.warning(
+            # Often just reordering (urgent events overtake telemetry on the gateway);
+            # what never arrives is reported as lost below.
+            log.info(
                 "gateway %s: seq %d..%d missing so far (got %d)", gw.gateway, first, last, event.seq
             )
         if result.lost:
