@@ -50,8 +50,10 @@ Placement convention
 Where it watches
     State is partitioned by site (a home is a site with its own gateway), so that the
     gateway's and the sensors' status reach the residents they concern. A site whose config
-    says ``type: center`` or ``type: point`` is not a home: nobody is watched there. A
-    resident whose config names a ``home`` site is watched only there.
+    says ``type: center`` or ``type: point`` (or, with no ``type``, has ``opening_hours``)
+    is not a home: nobody is watched there. A resident whose config names a ``home`` site
+    is watched only there, and only once a sensor at home (door, motion, pendant) has seen
+    them: check-ins alone never raise anything here.
 
 Options (constructor keywords; the same names in a site's or a resident's ``inactivity``
 config section override them for that site or resident; durations as in
@@ -277,9 +279,10 @@ class InactivityDetector(Detector[InactivityState]):
         state.site = event.site
         if event.kind == "gateway" or event.reading == "availability":
             return state, self._status(state, event, ctx)
-        site_type = ctx.site_config(event.site).get("type")
-        if site_type in NOT_HOME_TYPES:
-            return state, []
+        site_conf = ctx.site_config(event.site)
+        site_type = site_conf.get("type")
+        if site_type in NOT_HOME_TYPES or (site_type is None and "opening_hours" in site_conf):
+            return state, []  # a center or a care point, not a home
         conf = device_config(ctx, event)
         resident = event.resident or conf.get("resident")
         if event.reading == "checkin" and not resident:
@@ -380,7 +383,7 @@ class InactivityDetector(Detector[InactivityState]):
             if ctx.is_absent(resident, now):
                 r.due = now + ABSENT_RECHECK_MS
                 continue
-            if r.unknown or r.alert or r.last <= 0:
+            if r.unknown or r.alert or r.last <= 0 or not _home_sensors(r):
                 r.due = 0
                 continue
             if r.away:
@@ -525,7 +528,7 @@ class InactivityDetector(Detector[InactivityState]):
         opts: InactivityOptions,
         lt: LocalTime,
     ) -> None:
-        if r.alert or r.unknown or r.last <= 0 or not opts.enabled:
+        if r.alert or r.unknown or r.last <= 0 or not opts.enabled or not _home_sensors(r):
             r.due = 0
             return
         if r.away:
@@ -692,6 +695,11 @@ def _kind_word(event: Event) -> str:
     if event.reading == "checkin":
         return "check-in"
     return "pendant"
+
+
+def _home_sensors(r: Quiet) -> bool:
+    """True once the resident was seen by a sensor at home (check-ins alone are not)."""
+    return any(k in r.kinds for k in ("door", "motion", "pendant"))
 
 
 def _sensor_words(kinds: list[str]) -> str:

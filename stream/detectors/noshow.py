@@ -272,7 +272,9 @@ class NoShowDetector(Detector[MemberState]):
                 if wd not in days:
                     return None
                 return lt.at(day, by), by, "is expected"
-        if state.att[wd] < opts.min_days - 1e-9 or state.opp[wd] <= 0:
+        # ``min_days`` check-ins on this weekday, in a row, decay to this much.
+        enough = sum(opts.decay**i for i in range(opts.min_days))
+        if state.att[wd] < enough - 1e-9 or state.opp[wd] <= 0:
             return None
         if state.att[wd] / state.opp[wd] < opts.min_rate:
             return None
@@ -298,7 +300,8 @@ class NoShowDetector(Detector[MemberState]):
         if not opts.enabled:
             state.due = 0
             return
-        if state.alerted:  # close the day (and the alert) at local midnight
+        if state.alerted or state.checkin_min >= 0:
+            # Close the day at local midnight: the alert ends, today's check-in counts.
             state.due = lt.at(state.day + 1, 0)
             return
         today = lt.day(now)

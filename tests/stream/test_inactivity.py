@@ -1,0 +1,299 @@
+"""Table-driven tests of the inactivity (silent resident) detector, with a simulated clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from device_profiles.errors import ConfigError
+from device_profiles.events import Event
+from stream.context import ConfigContext
+from stream.detectors.base import AlertSignal, Severity
+from stream.detectors.inactivity import CONDITION, NOT_BACK, InactivityDetector
+from stream.replay import OfflineRunner
+from tests.stream.helpers import T0  # 2026-01-01T00:00Z, a Thursday
+
+H = 3_600_000
+M = 60_000
+SITE = "home-1"
+DEVICES = {
+    "door-front": {"placement": "front_door"},
+    "pir-kitchen": {"placement": "kitchen"},
+    "door-fridge": {"placement": "fridge"},
+}
+
+
+class Maker:
+    """Events of one home (site home-1, gateway gw-1, resident res-1), times in hours."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def event(
+        self, hours: float, kind: str, reading: str, values: dict[str, Any], **kw: Any
+    ) -> Event:
+        self.seq += 1
+        t = T0 + round(hours * H)
+        fields: dict[str, Any] = {
+            "gateway": "gw-1",
+            "seq": self.seq,
+            "time": t,
+            "received": t,
+            "site": SITE,
+            "device": f"{kind}-x",
+            "kind": kind,
+            "reading": reading,
+            "values": values,
+            "resident": "res-1",
+        }
+        fields.update(kw)
+        return Event(**fields)
+
+    def motion(self, hours: float) -> Event:
+        return self.event(hours, "motion", "occupancy", {"occupancy": True}, device="pir-kitchen")
+
+    def door(self, hours: float, is_open: bool, device: str = "door-front") -> Event:
+        values = {"contact": not is_open, "open": is_open}
+        return self.event(hours, "door", "contact", values, device=device)
+
+    def gateway(self, hours: float, online: bool) -> Event:
+        return self.event(
+            hours, "gateway", "status", {"online": online}, device="gw-1", resident=None
+        )
+
+    def device_status(self, hours: float, device: str, up: bool) -> Event:
+        values = {"device": device, "up": up, "reason": "no report"}
+        return self.event(hours, "gateway", "device_status", values, device="gw-1", resident=None)
+
+    def heartbeat(self, hours: float, activity: int) -> Event:
+        return self.event(
+            hours, "pendant", "heartbeat", {"battery": 90, "activity": activity}, device="pendant-1"
+        )
+
+
+def run(
+    events: list[Event],
+    until_h: float,
+    *,
+    options: dict[str, Any] | None = None,
+    site: dict[str, Any] | None = None,
+    resident: dict[str, Any] | None = None,
+    absent: tuple[float, float] | None = None,
+) -> list[AlertSignal]:
+    sites = {SITE: {"devices": DEVICES, **(site or {})}}
+    residents = {"res-1": resident or {}}
+
+    def is_absent(who: str, at_ms: int) -> bool:
+        return absent is not None and T0 + absent[0] * H <= at_ms < T0 + absent[1] * H
+
+    ctx = ConfigContext(sites, residents, is_absent)
+    runner = OfflineRunner([InactivityDetector(**(options or {}))], ctx)
+    alerts: list[AlertSignal] = []
+    for event in sorted(events, key=lambda e: e.time):
+        alerts += runner.feed(event)
+    alerts += runner.advance(T0 + round(until_h * H))
+    assert runner.errors == 0
+    return alerts
+
+
+def summary(alerts: list[AlertSignal]) -> list[tuple[str, str, float]]:
+    """(action, condition, hours after T0) of each alert."""
+    return [(a.action, a.condition, round((a.time - T0) / H, 2)) for a in alerts]
+
+
+@dataclass
+class Case:
+    name: str
+    events: list[Event]
+    until_h: float
+    expected: list[tuple[str, str, float]]
+    kw: dict[str, Any] = field(default_factory=dict)
+
+
+m = Maker()
+CASES = [
+    Case("learning: fixed day limit of 6 h", [m.motion(9.0)], 20, [("raise", CONDITION, 15.0)]),
+    Case("learning: night limit of 12 h", [m.motion(22.0)], 40, [("raise", CONDITION, 34.0)]),
+    Case("activity in time: nothing", [m.motion(9.0), m.motion(14.0)], 19.9, []),
+    Case(
+        "activity after the alert clears it",
+        [m.motion(9.0), m.motion(16.0)],
+        17,
+        [("raise", CONDITION, 15.0), ("clear", CONDITION, 16.0)],
+    ),
+    Case(
+        "front door then silence: away, not back by 22:00",
+        [m.motion(9.0), m.door(9.1, True), m.door(9.11, False)],
+        30,
+        [("raise", NOT_BACK, 22.0)],
+    ),
+    Case(
+        "away, back home before night: nothing",
+        [m.door(9.0, True), m.door(9.01, False), m.door(12.0, True), m.motion(12.05)],
+        17.9,
+        [],
+    ),
+    Case(
+        "away and back in the evening: the not-back alert clears",
+        [m.door(9.0, True), m.door(9.01, False), m.door(23.0, True), m.motion(23.05)],
+        23.5,
+        [("raise", NOT_BACK, 22.0), ("clear", NOT_BACK, 23.0)],
+    ),
+    Case(
+        "inner door (fridge) is activity at home, not an outing",
+        [m.motion(8.0), m.door(9.0, True, "door-fridge"), m.door(9.01, False, "door-fridge")],
+        16,
+        [("raise", CONDITION, 15.01)],
+    ),
+    Case(
+        "gateway offline: unknown, no inactivity alarm",
+        [m.motion(9.0), m.gateway(10.0, False)],
+        40,
+        [],
+    ),
+    Case(
+        "gateway back online: the alarm waits the grace after it",
+        [m.motion(9.0), m.gateway(10.0, False), m.gateway(20.0, True)],
+        21,
+        [("raise", CONDITION, 20.25)],
+    ),
+    Case(
+        "a sensor of the resident down: unknown",
+        [m.motion(9.0), m.device_status(10.0, "pir-kitchen", False)],
+        30,
+        [],
+    ),
+    Case(
+        "another site's device down does not blind the resident",
+        [m.motion(9.0), m.device_status(10.0, "pir-elsewhere", False)],
+        16,
+        [("raise", CONDITION, 15.0)],
+    ),
+    Case(
+        "pendant heartbeat with activity counts, activity 0 does not",
+        [m.motion(9.0), m.heartbeat(11.0, 12), m.heartbeat(12.0, 0)],
+        18,
+        [("raise", CONDITION, 17.0)],
+    ),
+    Case(
+        "an impact is not activity (it may be the fall)",
+        [m.motion(9.0), m.event(9.5, "pendant", "impact", {"peak_g": 4.0}, device="p-1")],
+        16,
+        [("raise", CONDITION, 15.0)],
+    ),
+    Case(
+        "a door report with an unchanged contact is not activity",
+        [m.door(9.0, False, "door-fridge"), m.door(12.0, False, "door-fridge")],
+        16,
+        [("raise", CONDITION, 15.0)],
+    ),
+    Case(
+        "motion sensor's 'no more motion' is not activity",
+        [m.motion(9.0), m.event(10.0, "motion", "occupancy", {"occupancy": False})],
+        16,
+        [("raise", CONDITION, 15.0)],
+    ),
+    Case(
+        "resident override of the limit",
+        [m.motion(9.0)],
+        12,
+        [("raise", CONDITION, 11.0)],
+        {"resident": {"inactivity": {"default_day_limit": "2h"}}},
+    ),
+    Case(
+        "disabled for the resident",
+        [m.motion(9.0)],
+        30,
+        [],
+        {"resident": {"inactivity": {"enabled": False}}},
+    ),
+    Case("a day-care center is not a home", [m.motion(9.0)], 30, [], {"site": {"type": "center"}}),
+    Case(
+        "home elsewhere: not watched here",
+        [m.motion(9.0)],
+        30,
+        [],
+        {"resident": {"home": "home-2"}},
+    ),
+    Case("known absence: nothing", [m.motion(9.0)], 20, [], {"absent": (10.0, 30.0)}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_inactivity_table(case: Case) -> None:
+    assert summary(run(case.events, case.until_h, **case.kw)) == case.expected
+
+
+def test_reason_is_plain_words() -> None:
+    mk = Maker()
+    [alert] = run([mk.motion(9 + 40 / 60)], 16)
+    assert alert.severity is Severity.HIGH
+    assert alert.reason.startswith("no motion activity at home since 09:40 (6 h)")
+    assert alert.resident == alert.subject == "res-1"
+    assert alert.details["learned"] is False
+
+
+def routine(days: int, mk: Maker, *, step_min: int = 20) -> list[Event]:
+    """Awake 07:00-21:00 with motion every ``step_min`` minutes, asleep otherwise."""
+    events = []
+    for day in range(days):
+        t = day * 24 + 7.0
+        while t < day * 24 + 21.0:
+            events.append(mk.motion(t))
+            t += step_min / 60
+    return events
+
+
+def test_learned_limit_is_short_for_an_active_person() -> None:
+    mk = Maker()
+    collapse_h = 14 * 24 + 10.0  # day 15, 10:00: last motion, then silence
+    history = [e for e in routine(15, mk) if e.time <= T0 + collapse_h * H]
+    alerts = run(history, collapse_h + 12)
+    raises = [a for a in alerts if a.action == "raise"]
+    # No false alarm in two weeks of the routine (nights included) ...
+    assert all(a.time >= T0 + collapse_h * H for a in raises), summary(raises)
+    # ... and the silence after 10:00 is caught after the minimum limit (1.5 h), well
+    # before the 6 h default, with a reason that says what is usual.
+    [alert] = raises
+    assert T0 + (collapse_h + 1.5) * H <= alert.time <= T0 + (collapse_h + 2.0) * H
+    assert "usually under 20 min at this time of day" in alert.reason
+    assert alert.details["learned"] is True
+
+
+def test_learned_night_is_not_an_alarm() -> None:
+    mk = Maker()
+    history = routine(20, mk)
+    alerts = run(history, 20 * 24 + 9)  # the last night ends at 07:00 on day 21: no event
+    raises = [a for a in alerts if a.action == "raise"]
+    # Only the final silence (no wake-up on day 21 at all) may alert, and not before 10 h
+    # after going to bed at 21:00.
+    assert all(a.time >= T0 + (19 * 24 + 21 + 10) * H for a in raises), summary(raises)
+
+
+def test_state_is_compact_and_fixed_size() -> None:
+    import msgspec
+
+    mk = Maker()
+    ctx = ConfigContext({SITE: {"devices": DEVICES}}, {})
+    detector = InactivityDetector()
+    runner = OfflineRunner([detector], ctx)
+    for event in routine(60, mk, step_min=5):
+        runner.feed(event)
+    [state] = runner.states.values()
+    size_60 = len(msgspec.msgpack.encode(state))
+    for event in routine(30, mk, step_min=5):
+        runner.feed(event)
+    [state] = runner.states.values()
+    assert len(msgspec.msgpack.encode(state)) <= size_60 + 64  # does not grow with history
+    assert size_60 < 4096
+
+
+def test_bad_options_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="quantile"):
+        InactivityDetector(quantile=1.5)
+    with pytest.raises(ConfigError, match="margin"):
+        InactivityDetector(margin="soon")
+    with pytest.raises(ConfigError, match="unknown option"):
+        InactivityDetector(bogus=1)

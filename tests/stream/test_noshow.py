@@ -1,0 +1,150 @@
+"""Table-driven tests of the day-care no-show detector (ticks fire with no data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from device_profiles.errors import ConfigError
+from device_profiles.events import Event
+from stream.context import ConfigContext
+from stream.detectors.base import AlertSignal, Severity
+from stream.detectors.noshow import CONDITION, NoShowDetector
+from stream.replay import OfflineRunner
+
+# 2026-01-05T00:00Z is a Monday; the site runs on UTC here.
+MON = 1_767_571_200_000
+H = 3_600_000
+D = 24 * H
+SITE = "center-1"
+CENTER = {"opening_hours": "08:00-17:00", "opening_days": ["mon", "tue", "wed", "thu", "fri"]}
+
+
+def checkin(day: int, hour: float, person: str = "m-1", seq: int = 0) -> Event:
+    t = MON + day * D + round(hour * H)
+    return Event(
+        gateway="gw-c",
+        seq=seq or 1 + day * 100 + int(hour * 10),
+        time=t,
+        received=t,
+        site=SITE,
+        device="face-1",
+        kind="face_terminal",
+        reading="checkin",
+        values={"person": person, "score": 0.93, "liveness": True, "terminal": "face-1"},
+        resident=person,
+    )
+
+
+def weeks_of(weeks: int, days: tuple[int, ...] = (0, 1, 2, 3, 4), hour: float = 9.0) -> list[Event]:
+    """Check-ins at ``hour`` on ``days`` of the week for ``weeks`` weeks."""
+    return [checkin(w * 7 + d, hour + 0.05 * (w % 3)) for w in range(weeks) for d in days]
+
+
+def run(
+    events: list[Event],
+    until_day: float,
+    *,
+    site: dict[str, Any] | None = None,
+    member: dict[str, Any] | None = None,
+    absent_days: tuple[int, ...] = (),
+    options: dict[str, Any] | None = None,
+) -> list[AlertSignal]:
+    def is_absent(who: str, at_ms: int) -> bool:
+        return (at_ms - MON) // D in absent_days
+
+    ctx = ConfigContext({SITE: {**CENTER, **(site or {})}}, {"m-1": member or {}}, is_absent)
+    runner = OfflineRunner([NoShowDetector(**(options or {}))], ctx)
+    out: list[AlertSignal] = []
+    for event in sorted(events, key=lambda e: e.time):
+        out += runner.feed(event)
+    out += runner.advance(MON + round(until_day * D))
+    assert runner.errors == 0
+    return out
+
+
+def summary(alerts: list[AlertSignal]) -> list[tuple[str, float]]:
+    """(action, day + hour/24 after MON) of each alert, hours rounded to 0.01."""
+    return [(a.action, round((a.time - MON) / H, 2)) for a in alerts]
+
+
+@dataclass
+class Case:
+    name: str
+    events: list[Event]
+    until_day: float
+    expected: list[tuple[str, float]]
+    kw: dict[str, Any] = field(default_factory=dict)
+
+
+WEEK4_MON = 21 * 24  # hours after MON
+CASES = [
+    Case(
+        "usual Monday member missing: alert at latest usual time + 45 min",
+        weeks_of(3),
+        22.01,
+        [("raise", WEEK4_MON + 9.1 + 0.75), ("clear", WEEK4_MON + 24.0)],
+    ),
+    Case(
+        "late check-in clears the alert",
+        [*weeks_of(3), checkin(21, 11.0)],
+        21.8,
+        [("raise", WEEK4_MON + 9.85), ("clear", WEEK4_MON + 11.0)],
+    ),
+    Case("checked in on time: nothing", [*weeks_of(3), checkin(21, 9.0)], 21.99, []),
+    Case("too little history: nothing", weeks_of(2), 14.99, []),
+    Case(
+        "holiday: nothing",
+        weeks_of(3),
+        21.99,
+        [],
+        {"site": {"holidays": ["2026-01-26"]}},
+    ),
+    Case("weekend is not a usual day", weeks_of(3), 20.99, []),
+    Case("known absence: nothing", weeks_of(3), 21.99, [], {"absent_days": (21,)}),
+    Case(
+        "only Mondays and Thursdays are usual",
+        weeks_of(3, days=(0, 3)),
+        22.99,
+        [("raise", WEEK4_MON + 9.85), ("clear", WEEK4_MON + 24.0)],
+    ),
+    Case(
+        "fixed schedule from the config, with no history",
+        [checkin(0, 9.0)],
+        2.01,
+        [("raise", 24 + 9.5), ("clear", 48.0)],
+        {"member": {"daycare": {"days": ["tue"], "by": "09:30"}}},
+    ),
+    Case("disabled", weeks_of(3), 21.99, [], {"member": {"noshow": {"enabled": False}}}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_noshow_table(case: Case) -> None:
+    assert summary(run(case.events, case.until_day, **case.kw)) == case.expected
+
+
+def test_reason_and_severity() -> None:
+    [alert, _] = run(weeks_of(3), 22.01, member={"lives_alone": True})
+    assert alert.condition == CONDITION and alert.subject == "m-1" and alert.site == SITE
+    assert alert.severity is Severity.HIGH
+    assert alert.reason.startswith("has not checked in by 09:51; usually checks in by 09:06")
+    assert "Mondays" in alert.reason
+    [alert, _] = run(weeks_of(3), 22.01)
+    assert alert.severity is Severity.WARNING
+
+
+def test_a_member_who_stopped_coming_is_not_alerted_forever() -> None:
+    """After weeks of absence the weekday is no longer usual (attendance decays)."""
+    alerts = run(weeks_of(3), 21 + 7 * 8)
+    raises = [a for a in alerts if a.action == "raise"]
+    assert 3 <= len(raises) < 40  # alerts for a while, then the habit is forgotten
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="margin"):
+        NoShowDetector(margin="later")
+    with pytest.raises(ConfigError, match="unknown option"):
+        NoShowDetector(grace=1)

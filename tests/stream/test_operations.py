@@ -1,0 +1,243 @@
+"""Table-driven tests of the site operations detectors (occupancy, devices, gateways)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from device_profiles.errors import ConfigError
+from device_profiles.events import Event
+from stream.context import ConfigContext
+from stream.detectors.base import AlertSignal, Audience, Severity
+from stream.detectors.operations import (
+    CROWDING,
+    DOWN,
+    FOOTFALL,
+    GATEWAY_OFFLINE,
+    LOW_BATTERY,
+    SILENT,
+    TAMPER,
+    DeviceHealthDetector,
+    GatewayDetector,
+    OccupancyDetector,
+    operations_detectors,
+)
+from stream.replay import OfflineRunner
+
+MON = 1_767_571_200_000  # 2026-01-05T00:00Z, a Monday (site on UTC)
+H = 3_600_000
+M = 60_000
+D = 24 * H
+SITE = "point-1"
+SITE_CONFIG = {
+    "capacity": 10,
+    "opening_hours": "08:00-18:00",
+    "opening_days": ["mon", "tue", "wed", "thu", "fri"],
+    "devices": {
+        "door-1": {"report_interval": "1h"},
+        "pendant-1": {"profile": "demo-pendant"},
+    },
+}
+
+_seq = itertools.count(1)
+
+
+def ev(hours: float, device: str, kind: str, reading: str, values: dict[str, Any]) -> Event:
+    t = MON + round(hours * H)
+    return Event(
+        gateway="gw-1",
+        seq=next(_seq),
+        time=t,
+        received=t,
+        site=SITE,
+        device=device,
+        kind=kind,
+        reading=reading,
+        values=values,
+    )
+
+
+def counts(hours: float, n_in: int, n_out: int = 0) -> Event:
+    return ev(hours, "counter-1", "footfall", "counts", {"in": n_in, "out": n_out})
+
+
+def status(hours: float, online: bool) -> Event:
+    return ev(hours, "gw-1", "gateway", "status", {"online": online})
+
+
+def run(events: list[Event], until_h: float, **site: Any) -> list[AlertSignal]:
+    ctx = ConfigContext({SITE: {**SITE_CONFIG, **site}}, {})
+    detectors = operations_detectors(devices={"report_intervals": {"demo-pendant": 300}})
+    runner = OfflineRunner(detectors, ctx)
+    out: list[AlertSignal] = []
+    for event in sorted(events, key=lambda e: e.time):
+        out += runner.feed(event)
+    out += runner.advance(MON + round(until_h * H))
+    assert runner.errors == 0
+    assert all(a.audience is Audience.OPERATIONS for a in out)
+    return out
+
+
+def summary(alerts: list[AlertSignal]) -> list[tuple[str, str, str, float]]:
+    return [(a.action, a.condition, a.subject, round((a.time - MON) / H, 2)) for a in alerts]
+
+
+CASES: list[tuple[str, list[Event], float, list[tuple[str, str, str, float]]]] = [
+    (
+        "crowding raised above capacity, cleared with hysteresis",
+        [counts(9.0, 8), counts(9.5, 3), counts(10.0, 0, 1), counts(10.5, 0, 1)],
+        11,
+        [("raise", CROWDING, SITE, 9.5), ("clear", CROWDING, SITE, 10.5)],
+    ),
+    (
+        "occupancy never goes below zero (a missed 'in')",
+        [counts(9.0, 0, 5), counts(9.5, 11)],
+        10,
+        [("raise", CROWDING, SITE, 9.5)],
+    ),
+    (
+        "reconciled after closing: drift does not carry over",
+        [counts(9.0, 11)],
+        20,
+        [("raise", CROWDING, SITE, 9.0), ("clear", CROWDING, SITE, 18.5)],
+    ),
+    (
+        "after closing time, extra people are taken as counter drift",
+        [counts(22.0, 11)],
+        25,
+        [("raise", CROWDING, SITE, 22.0), ("clear", CROWDING, SITE, 23.0)],
+    ),
+    (
+        "device silent after three reporting intervals, clears when heard",
+        [
+            ev(9.0, "door-1", "door", "contact", {"contact": True}),
+            ev(13.0, "door-1", "door", "contact", {"contact": True}),
+        ],
+        14,
+        [("raise", SILENT, "door-1", 12.0), ("clear", SILENT, "door-1", 13.0)],
+    ),
+    (
+        "interval from the device's profile",
+        [ev(9.0, "pendant-1", "pendant", "heartbeat", {"battery": 90, "activity": 1})],
+        10,
+        [("raise", SILENT, "pendant-1", 9.25)],
+    ),
+    (
+        "gateway reports a device down, then up",
+        [
+            ev(
+                9.0,
+                "gw-1",
+                "gateway",
+                "device_status",
+                {"device": "pir-2", "up": False, "reason": "no report"},
+            ),
+            ev(9.5, "gw-1", "gateway", "device_status", {"device": "pir-2", "up": True}),
+        ],
+        10,
+        [("raise", DOWN, "pir-2", 9.0), ("clear", DOWN, "pir-2", 9.5)],
+    ),
+    (
+        "zigbee availability offline, then a report",
+        [
+            ev(9.0, "pir-3", "motion", "availability", {"online": False}),
+            ev(9.2, "pir-3", "motion", "occupancy", {"occupancy": True}),
+        ],
+        10,
+        [("raise", DOWN, "pir-3", 9.0), ("clear", DOWN, "pir-3", 9.2)],
+    ),
+    (
+        "low battery with hysteresis: 19 raises, 25 keeps, 95 clears",
+        [
+            ev(9.0, "pir-4", "motion", "occupancy", {"occupancy": True, "battery": 19}),
+            ev(9.1, "pir-4", "motion", "occupancy", {"occupancy": True, "battery": 25}),
+            ev(9.2, "pir-4", "motion", "occupancy", {"occupancy": True, "battery": 18}),
+            ev(9.3, "pir-4", "motion", "occupancy", {"occupancy": True, "battery": 95}),
+        ],
+        10,
+        [("raise", LOW_BATTERY, "pir-4", 9.0), ("clear", LOW_BATTERY, "pir-4", 9.3)],
+    ),
+    (
+        "pendant low-battery report",
+        [ev(9.0, "p-9", "pendant", "battery", {})],
+        10,
+        [("raise", LOW_BATTERY, "p-9", 9.0)],
+    ),
+    (
+        "tamper on and off",
+        [
+            ev(9.0, "door-7", "door", "contact", {"contact": True, "tamper": True}),
+            ev(9.1, "door-7", "door", "contact", {"contact": True, "tamper": True}),
+            ev(9.5, "door-7", "door", "contact", {"contact": True, "tamper": False}),
+        ],
+        10,
+        [("raise", TAMPER, "door-7", 9.0), ("clear", TAMPER, "door-7", 9.5)],
+    ),
+    (
+        "gateway offline past the grace, then back",
+        [status(9.0, False), status(10.0, True)],
+        11,
+        [("raise", GATEWAY_OFFLINE, "gw-1", 9.08), ("clear", GATEWAY_OFFLINE, "gw-1", 10.0)],
+    ),
+    (
+        "a short blip of the gateway is not an alert",
+        [status(9.0, False), status(9.05, True)],
+        11,
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "until_h", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_operations_table(
+    events: list[Event], until_h: float, expected: list[tuple[str, str, str, float]]
+) -> None:
+    assert summary(run(events, until_h)) == expected
+
+
+def test_midnight_reset_without_opening_hours() -> None:
+    got = summary(run([counts(22.0, 11)], 25, opening_hours=None, opening_days=None))
+    assert got == [("raise", CROWDING, SITE, 22.0), ("clear", CROWDING, SITE, 24.0)]
+
+
+def test_footfall_far_below_usual() -> None:
+    """Three weeks of ~10 visitors an hour, then a Monday with nobody: a broken counter."""
+    events = []
+    for day in range(21):
+        if day % 7 >= 5:
+            continue
+        for hour in range(8, 18):
+            events.append(counts(day * 24 + hour + 0.5, 10, 10))
+    quiet_day = 21 * 24
+    events.append(counts(quiet_day + 12.2, 4, 0))  # someone at last, at 12:12
+    alerts = run(events, quiet_day + 13)
+    footfall = [a for a in alerts if a.condition == FOOTFALL]
+    assert summary(footfall) == [
+        ("raise", FOOTFALL, SITE, quiet_day + 10.0),
+        ("clear", FOOTFALL, SITE, quiet_day + 12.2),
+    ]
+    assert footfall[0].severity is Severity.WARNING
+    assert "nobody came in from 08:00 to 10:00, usually about 10 per hour" in footfall[0].reason
+
+
+def test_no_footfall_alarm_when_closed_or_unlearned() -> None:
+    events = [counts(day * 24 + 9.5, 10, 10) for day in range(21) if day % 7 < 5]
+    # Only 09:00-10:00 has visitors: other hours are usually empty, no alarm there; the
+    # weekend is closed.
+    alerts = run(events, 21 * 24 + 9.0)
+    assert [a for a in alerts if a.condition == FOOTFALL] == []
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="operations"):
+        operations_detectors(bogus={})
+    with pytest.raises(ConfigError, match="hysteresis"):
+        OccupancyDetector(hysteresis=2)
+    with pytest.raises(ConfigError):
+        DeviceHealthDetector(low_battery=50, battery_ok=40)
+    with pytest.raises(ConfigError, match="offline_grace"):
+        GatewayDetector(offline_grace="a while")
