@@ -54,7 +54,7 @@ def test_the_shipped_demo_scenario_is_valid() -> None:
     kinds = {d.profile.kind for d in scenario.devices}
     assert {"pendant", "door", "motion", "footfall", "face_terminal"} <= kinds
     assert [s.at for s in scenario.steps] == sorted(s.at for s in scenario.steps)
-    assert {e.condition for e in scenario.expect} >= {"sos", "fall"}
+    assert {e.subject for e in scenario.expect if e.condition == "emergency"} == {"wang", "li"}
 
 
 @pytest.mark.parametrize(
