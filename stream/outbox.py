@@ -32,6 +32,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from stream.clock import Clock
 from stream.config import DeliveryConfig
@@ -79,24 +80,46 @@ class OutboxSender:
                 log.exception("closing notifier %s", notifier.name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send until ``stop`` is set; sleeps until the next row is due or :attr:`wake`."""
+        """Send until ``stop`` is set; sleeps until the next row is due or :attr:`wake`.
+
+        Each due row is sent in its own task, so a slow receiver holds back only its own
+        queue (one alert's notifications to one recipient through one notifier).
+        """
+        # task -> the queue (notifier, recipient, alert) it is sending for
+        inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         while not stop.is_set():
-            sent = await self.drain_once()
-            if sent:
-                continue
             self.wake.clear()
+            busy = set(inflight.values())
+            now = self.clock.now_ms()
+            started = 0
+            for row in self.store.outbox_heads(now, limit=500):
+                queue = (row.notifier, row.recipient, row.alert_id)
+                if queue in busy:
+                    continue
+                inflight[asyncio.ensure_future(self._deliver(row))] = queue
+                busy.add(queue)
+                started += 1
             deadline = self.store.next_outbox_attempt()
-            waiter = asyncio.ensure_future(self.clock.wait_until(deadline, self.wake))
-            stopper = asyncio.ensure_future(stop.wait())
+            if deadline is not None and deadline <= now and not started:
+                deadline = None  # what is due is in flight: wait for it to finish
+            waiters: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(self.clock.wait_until(deadline, self.wake)),
+                asyncio.ensure_future(stop.wait()),
+            }
             try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters | set(inflight), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                waiter.cancel()
-                stopper.cancel()
+                for waiter in waiters:
+                    waiter.cancel()
+            for task in [t for t in inflight if t.done()]:
+                del inflight[task]
+        if inflight:
+            # Let deliveries in progress finish (and be marked) before the shutdown.
+            await asyncio.wait(set(inflight), timeout=5.0)
 
     async def drain_once(self) -> int:
-        """Send every row due now (heads of their recipient queues); returns how many
-        were attempted."""
+        """Send every row due now (heads of their queues) and wait for the outcomes;
+        returns how many were attempted (tests, tools)."""
         heads = self.store.outbox_heads(self.clock.now_ms())
         if not heads:
             return 0

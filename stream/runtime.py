@@ -127,7 +127,10 @@ class StreamService:
     def _mqtt_state(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
         if connected:
-            self.sender.wake.set()  # alert-topic rows waiting for the broker
+            # Alert-topic rows waiting (with backoff) for the broker: send them now.
+            with self.store.transaction():
+                self.store.retry_now("mqtt", self.clock.now_ms())
+            self.sender.wake.set()
 
     def _delivery(self, notifier: str, outcome: str) -> None:
         self.metrics.notifications.labels(notifier, outcome).inc()

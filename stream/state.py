@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at INTEGER,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, recipient, n)
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (notifier, recipient, alert_id, n)
     WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS silences (
     id TEXT PRIMARY KEY,
@@ -596,15 +596,17 @@ class StateStore:
         return cur.rowcount
 
     def outbox_heads(self, now: int, limit: int = 100) -> list[OutboxRow]:
-        """The oldest pending row of each (notifier, recipient) that is due now.
+        """The oldest pending row of each (notifier, recipient, alert) that is due now.
 
-        Later rows of the same pair wait behind it, so a receiver sees one alert's
-        transitions in order (raised before acknowledged) even across retries.
+        Later rows of the same queue wait behind it, so a receiver sees one alert's
+        transitions in order (raised before acknowledged) even across retries, while
+        different alerts do not wait for each other.
         """
         rows = self.db.execute(
             "SELECT n, id, alert_id, notifier, recipient, payload, created, status, attempts,"
             " next_attempt_at, sent_at, last_error FROM outbox WHERE n IN ("
-            "  SELECT MIN(n) FROM outbox WHERE status='pending' GROUP BY notifier, recipient)"
+            "  SELECT MIN(n) FROM outbox WHERE status='pending'"
+            "  GROUP BY notifier, recipient, alert_id)"
             " AND next_attempt_at <= ? ORDER BY n LIMIT ?",
             (now, limit),
         ).fetchall()
@@ -614,9 +616,18 @@ class StateStore:
         """When the next pending head row is due."""
         row = self.db.execute(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE n IN ("
-            " SELECT MIN(n) FROM outbox WHERE status='pending' GROUP BY notifier, recipient)"
+            " SELECT MIN(n) FROM outbox WHERE status='pending'"
+            " GROUP BY notifier, recipient, alert_id)"
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def retry_now(self, notifier: str, now: int) -> int:
+        """Make a notifier's waiting rows due at once (its channel came back)."""
+        return self.db.execute(
+            "UPDATE outbox SET next_attempt_at=? WHERE status='pending' AND notifier=?"
+            " AND next_attempt_at > ?",
+            (now, notifier, now),
+        ).rowcount
 
     def mark_sent(self, outbox_id: str, now: int) -> None:
         """A notification was delivered."""
