@@ -83,9 +83,10 @@ class TelemetrySink:
                 written = await self.flush_once()
             except TelemetryError as exc:
                 wait_ms = backoff_ms
+                if exc.retry_after is not None:  # InfluxDB said when (429, 503)
+                    wait_ms = max(wait_ms, int(exc.retry_after * 1000))
                 backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
-                await self._sleep(stop, wait_ms / 1000, wake=False)
-                del exc
+                await self._sleep(stop, min(wait_ms, self.config.retry_max_ms) / 1000, wake=False)
                 continue
             backoff_ms = 500
             if written == 0:
@@ -127,9 +128,11 @@ class TelemetrySink:
                 self.metrics.influx_writes.labels("retry").inc()
                 log.warning("InfluxDB write failed, %d lines kept for later: %s", len(lines), exc)
                 raise
+            # A partial write says how many points InfluxDB dropped; the rest are in.
+            dropped = exc.dropped if exc.dropped is not None else len(lines)
             self.metrics.influx_writes.labels("rejected").inc()
-            self.metrics.influx_dropped.labels("rejected").inc(len(lines))
-            log.error("InfluxDB rejected a batch of %d lines, dropped: %s", len(lines), exc)
+            self.metrics.influx_dropped.labels("rejected").inc(dropped)
+            log.error("InfluxDB rejected %d of %d lines: %s", dropped, len(lines), exc)
         else:
             self.healthy = True
             self.last_error = None
