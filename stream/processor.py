@@ -39,7 +39,14 @@ from typing import Any
 import msgspec
 
 from device_profiles.errors import CarewatchError, EventError, TopicError
-from device_profiles.events import SCHEMA_VERSION, Event, event_from_mapping, valid_id
+from device_profiles.events import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    SCHEMA_VERSION,
+    Event,
+    event_from_mapping,
+    valid_id,
+)
 from device_profiles.topics import ParsedTopic, parse_topic
 from stream.alerts import AlertManager, AlertNotFound, AlertStateError
 from stream.clock import Clock
@@ -400,7 +407,10 @@ class Processor:
                     self._device_state(gw, str(device), state == "up", reason, at=now, now=now)
         self.store.put_gateway(gw)
         if self.telemetry:
-            self._tx_lines += _health_lines(gw, doc, now, self.skipped)
+            # The heartbeat's own time makes a redelivered heartbeat the same point.
+            stamp = doc.get("time")
+            at = stamp if isinstance(stamp, int) and MIN_TIME_MS <= stamp <= MAX_TIME_MS else now
+            self._tx_lines += _health_lines(gw, doc, at, self.skipped)
         return Outcome()
 
     # --- acknowledgements ---------------------------------------------------------------

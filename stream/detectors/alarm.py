@@ -55,18 +55,18 @@ class AlarmState(msgspec.Struct, kw_only=True):
 
 
 def _default_scorer() -> tuple[Scorer | None, float | None]:
-    """The packaged fall classifier, when it is installed and loads."""
+    """The packaged fall classifier (``stream.fall.model``), when it is installed and loads."""
     try:
-        from stream import fall  # the fall classifier package, imported lazily (numpy)
+        # imported lazily: numpy, and the model file, only when falls are scored
+        from stream.fall import model as fall_model
     except ImportError:
         return None, None
-    factory: Any = getattr(fall, "FallClassifier", None)
+    factory: Any = getattr(fall_model, "FallClassifier", None)
     if factory is None:
         return None, None
     try:
-        loader = getattr(factory, "load", None)
-        classifier = loader() if callable(loader) else factory()
-    except Exception as exc:  # a broken model must not stop SOS alerts
+        classifier = factory.load()
+    except Exception as exc:  # a missing or broken model must not stop SOS alerts
         log.warning("fall classifier unavailable, impacts are not scored: %s", exc)
         return None, None
     threshold = getattr(classifier, "threshold", None)

@@ -192,3 +192,15 @@ def test_bad_options_are_rejected() -> None:
         AlarmDetector(unscored_impacts="maybe")
     with pytest.raises(ValueError):
         AlarmDetector(fall_severity="loud")
+
+
+def test_default_scorer_is_the_shipped_fall_classifier() -> None:
+    try:
+        from stream.fall.model import FallClassifier
+
+        classifier = FallClassifier.load()
+    except Exception as exc:  # the model ships with the fall classifier's work
+        pytest.skip(f"no shipped fall model: {exc}")
+    detector = AlarmDetector()
+    assert detector.scorer is not None
+    assert detector.threshold == classifier.threshold
