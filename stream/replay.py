@@ -35,7 +35,9 @@ is printed as one JSON line: ``time`` (ISO-8601, site local time), ``kind`` (the
 ``device``, ``details``. Only raises are printed unless ``--clears`` is given; a raise for
 an alert already open (an update) is not printed again.
 
-The config (YAML) may hold::
+The config (YAML) may be the stream processor's own config file (its ``sites``,
+``residents`` and ``detectors`` sections are used, ``sites."*"`` gives every site its
+defaults, the other sections are ignored), or hold just::
 
     site: home-12                 # or a mapping of settings with an ``id``
     gateway: gw-12
@@ -72,6 +74,22 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("time", "resident", "device", "kind", "value", "placement")
 DEFAULT_SITE = "replay"
+OWN_KEYS = ("site", "gateway", "timezone", "sites", "residents", "detectors")
+#: Sections of the stream processor's config that replay does not need (so that
+#: ``--config`` may be the processor's own file).
+STREAM_KEYS = (
+    "mqtt",
+    "state",
+    "ingest",
+    "clock",
+    "api",
+    "telemetry",
+    "delivery",
+    "logging",
+    "notifiers",
+    "recipients",
+    "policies",
+)
 DEFAULT_GATEWAY = "replay-gw"
 
 
@@ -296,15 +314,19 @@ class ReplayConfig:
         if not isinstance(gateway, str) or not gateway:
             raise ConfigError(f"{gateway!r} is not a gateway id", file=file, path="gateway")
         config.gateway = gateway
+        # A stream config's ``sites."*"`` holds the defaults of every site.
+        defaults = config.sites.pop("*", None)
+        if defaults is not None:
+            for name in {config.site, *config.sites}:
+                config.sites[name] = {**defaults, **config.sites.get(name, {})}
         if "timezone" in raw:
             config.site_settings()["timezone"] = raw["timezone"]
-        for known in ("site", "gateway", "timezone", "sites", "residents", "detectors"):
-            raw = {k: v for k, v in raw.items() if k != known}
-        if raw:
+        unknown = sorted(str(k) for k in raw if k not in OWN_KEYS and k not in STREAM_KEYS)
+        if unknown:
             raise ConfigError(
-                "unknown keys (allowed: site, gateway, timezone, sites, residents, detectors)",
+                f"unknown keys (allowed: {', '.join(OWN_KEYS)}, and the stream config's)",
                 file=file,
-                path=", ".join(sorted(map(str, raw))),
+                path=", ".join(unknown),
             )
         return config
 
