@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,10 @@ class Processor:
         )
         self.alerts = AlertManager(store, config, on_transition=self._on_transition)
         self._tx_lines: list[str] = []
+        self._lost_log: dict[str, tuple[int, float]] = {}
+        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
+            d.name: msgspec.json.Decoder(d.state_type) for d in self.detectors
+        }
 
     # --- messages -----------------------------------------------------------------------
     def handle_message(self, topic: str, payload: bytes) -> Outcome:
@@ -271,8 +276,20 @@ class Processor:
         if result.lost:
             gw.lost += result.lost
             self.metrics.seq_lost.inc(result.lost)
-            log.error("gateway %s: %d sequence numbers never arrived", gw.gateway, result.lost)
+            self._log_lost(gw.gateway, result.lost)
         return result.verdict
+
+    def _log_lost(self, gateway: str, lost: int) -> None:
+        # Once a hole slides out of the window every new event gives up one more number:
+        # log a sum at most once a minute per gateway (the counter has every one).
+        pending, last = self._lost_log.get(gateway, (0, 0.0))
+        pending += lost
+        mono = time.monotonic()
+        if mono - last >= 60.0:
+            log.error("gateway %s: %d sequence numbers never arrived", gateway, pending)
+            self._lost_log[gateway] = (0, mono)
+        else:
+            self._lost_log[gateway] = (pending, last)
 
     def _late(self, gw: GatewayRecord, event: Event, now: int) -> bool:
         lateness = self.config.ingest.max_lateness_ms
@@ -309,7 +326,7 @@ class Processor:
         if raw is None:
             return detector.initial_state(key)
         try:
-            return msgspec.json.decode(raw, type=detector.state_type)
+            return self._decoders[detector.name].decode(raw)
         except msgspec.DecodeError:
             # A state written by another version of the detector: start the partition
             # over rather than stop processing it forever.

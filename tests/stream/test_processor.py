@@ -288,3 +288,25 @@ def test_sequence_reset_is_detected(config: StreamConfig, store: StateStore) -> 
     assert out.accepted == 1
     assert len(store.open_alerts()) == 1
     assert store.get_gateway("gw-1", "site-a").resets == 1
+
+
+def test_fall_then_press_in_the_same_minute_is_one_alert(
+    config: StreamConfig, store: StateStore
+) -> None:
+    detector = AlarmDetector(scorer=lambda values: 0.93)
+    proc = Processor(config, store, ManualClock(T0 + 120_000), [detector])
+    window = {"rate_hz": 50, "x": [0.0], "y": [0.0], "z": [1.0], "trigger_index": 0}
+    proc.handle_message(TOPIC, encode_batch([ev(1, "impact", t=60_000, values=window)]))
+    [alert] = store.open_alerts()
+    assert alert.severity == "high"
+    proc.handle_message(TOPIC, encode_batch([ev(2, "press", t=80_000)]))
+    [merged] = store.open_alerts()
+    assert merged.id == alert.id
+    assert merged.severity == "critical"
+    assert merged.count == 2
+    assert merged.reason == "SOS button pressed 20 s after a detected fall"
+    kinds = [t["kind"] for t in store.transitions(alert.id)]
+    assert kinds == ["raised", "severity"]
+    pages = [r for r in store.outbox() if r.notifier == "hook"]
+    assert [json.loads(r.payload)["event"] for r in pages] == ["raised", "severity"]
+    assert proc.metrics.value("carewatch_stream_seq_lost_total") == 0
