@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,7 @@ class Central:
         self.broker = broker
         self.events: list[Event] = []
         self.status: list[tuple[float, str]] = []  # (time.monotonic(), payload)
+        self.health: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -165,6 +167,8 @@ class Central:
                             self.events.extend(decode_batch(payload))
                         elif topic.endswith("/status"):
                             self.status.append((time.monotonic(), payload.decode()))
+                        elif topic.endswith("/health"):
+                            self.health.append(json.loads(payload))
                         self.changed.set()
             except aiomqtt.MqttError:
                 self.connected.clear()
@@ -181,6 +185,12 @@ class Central:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
         return True
+
+    def sources_up(self) -> bool:
+        """The agent's last heartbeat shows every source open and reading."""
+        if not self.health:
+            return False
+        return all(s["state"] == "running" for s in self.health[-1]["sources"].values())
 
     def numbered(self) -> list[tuple[Event, tuple[str, int]]]:
         """(event, (device, number)) of every numbered door event received."""

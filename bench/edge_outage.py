@@ -50,12 +50,11 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await col.start()
         agent.start()
-        if not await col.wait(lambda: any(s == "online" for _, s in col.status), 30):
-            log("agent did not come online; see " + str(agent.logfile))
+        if not await col.wait(col.sources_up, 30):
+            log("agent did not come up; see " + str(agent.logfile))
             return 1
         for sim in sims:
             await sim.start()
-        await asyncio.sleep(0.5)  # the agent subscribes right after its uplink is online
 
         period = 1.0 / args.rate
         t0 = time.monotonic()

@@ -249,6 +249,8 @@ class Agent:
     def _start_sources(self) -> None:
         assert self.ingest is not None
         self.sources = build_sources(self.ingest)
+        for s in self.sources:
+            s.on_up = self._source_up
         self._source_tasks = [
             asyncio.create_task(self._supervise(s), name=s.name) for s in self.sources
         ]
@@ -266,7 +268,7 @@ class Agent:
         delay = SOURCE_BACKOFF_FIRST_S
         while True:
             started = time.monotonic()
-            source.state = "running"
+            source.state = "starting"
             try:
                 await source.run()
                 raise CarewatchError("stopped by itself")
@@ -288,6 +290,19 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(SOURCE_BACKOFF_CAP_S, delay * 2)
 
+    def _source_up(self, source: Source) -> None:
+        if source.last_error is not None:
+            log.info("%s: running again", source.name)
+            source.last_error = None
+            for dev in source.devices:
+                self.health.source_errors.pop(dev.id, None)
+        if self.uplink is not None:
+            self.uplink.poke_health()  # the heartbeat tells when data can flow
+
+    def all_sources_up(self) -> bool:
+        """True when every source is open and reading."""
+        return all(s.state == "running" for s in self.sources)
+
     def _on_transition(self, t: Transition) -> None:
         if t.up:
             self.health.source_errors.pop(t.device, None)
@@ -303,12 +318,6 @@ class Agent:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             try:
-                for s in self.sources:
-                    if s.state == "running" and s.last_error is not None:
-                        log.info("%s: running again", s.name)
-                        s.last_error = None
-                        for dev in s.devices:
-                            self.health.source_errors.pop(dev.id, None)
                 self.ingest.transitions(self.health.check())
                 self.ingest.flush_idle(time.monotonic())
                 stamp = clock.now()

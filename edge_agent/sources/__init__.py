@@ -7,6 +7,8 @@ MQTT broker) and the devices on it. Hooks (see :class:`Source`):
   is cancelled. Every decoded reading goes to :meth:`edge_agent.ingest.Ingest.readings`
   and every bad frame to :meth:`edge_agent.ingest.Ingest.fault`; neither may raise.
 - :meth:`Source.close` releases the link; called after every ``run``, failed or not.
+- ``run`` calls :meth:`Source.up` once the link is open and reading (subscribed, port
+  open), which marks the source ``running`` in the heartbeat.
 
 The :class:`~edge_agent.agent.Agent` supervises each source on its own: a source whose
 ``run`` raises is reported (logged, its devices' health notes why) and retried with a
@@ -16,7 +18,7 @@ capped backoff; the other sources keep running.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from device_profiles.errors import CarewatchError
@@ -39,6 +41,13 @@ class Source(ABC):
         self.state = "starting"  # starting | running | failed | stopped
         self.last_error: str | None = None
         self.restarts = 0
+        self.on_up: Callable[[Source], None] | None = None
+
+    def up(self) -> None:
+        """Called by :meth:`run` once the link is open and data can flow."""
+        self.state = "running"
+        if self.on_up is not None:
+            self.on_up(self)
 
     @abstractmethod
     async def run(self) -> None:

@@ -58,6 +58,7 @@ class ModbusSource(Source):
         if not await client.connect():
             raise SourceError(f"cannot open {self.port}")
         log.info("%s: open (%d units)", self.name, len(self.devices))
+        self.up()
         due = {d.id: time.monotonic() for d in self.devices}
         by_id = {d.id: d for d in self.devices}
         while True:

@@ -102,6 +102,7 @@ class MqttSource(Source):
             for topic, qos in self.qos.items():
                 await client.subscribe(topic, qos=qos)
             log.info("%s: subscribed to %d topics", self.name, len(self.qos))
+            self.up()
             async for message in client.messages:
                 await self.ingest.queue.wait_for_room()  # backpressure from the disk
                 fut = self.handle(str(message.topic), message.payload, message.retain)

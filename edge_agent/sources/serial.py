@@ -47,7 +47,8 @@ class SerialSource(Source):
             )
         self.codec: StreamCodec = first.codec
         self.settings = first.config.transport
-        self.by_address = {d.config.address: d for d in self.devices if d.config.address}
+        # RF ids are hex: match them whatever the case the installer wrote.
+        self.by_address = {d.config.address.upper(): d for d in self.devices if d.config.address}
         # With a single device the frames need no address to be routed.
         self.only = self.devices[0] if len(self.devices) == 1 else None
         self.label = self.only.id if self.only else self.name
@@ -96,6 +97,7 @@ class SerialSource(Source):
             self.feed(data)
 
         loop.add_reader(fd, on_readable)
+        self.up()
         try:
             await failed
         finally:
@@ -131,7 +133,7 @@ class SerialSource(Source):
             return
         routed: dict[str, tuple[Bound, list[Reading]]] = {}
         for r in readings:
-            device = self.by_address.get(r.source) if r.source is not None else None
+            device = self.by_address.get(r.source.upper()) if r.source is not None else None
             if (
                 device is None
                 and self.only is not None

@@ -115,6 +115,12 @@ class Collector:
                 self.connected.clear()
                 await asyncio.sleep(0.2)
 
+    def sources_up(self) -> bool:
+        """The last heartbeat shows every source running."""
+        if not self.health:
+            return False
+        return all(s["state"] == "running" for s in self.health[-1]["sources"].values())
+
     @property
     def seqs(self) -> set[int]:
         """Distinct sequence numbers received."""
@@ -156,6 +162,11 @@ async def running_agent(config_path: Path) -> AsyncIterator[Agent]:
     await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()
+    # data flows once every source is subscribed / open
+    for _ in range(200):
+        if agent.all_sources_up() or task.done():
+            break
+        await asyncio.sleep(0.05)
     try:
         yield agent
     finally:

@@ -106,7 +106,6 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
     tmp_path, broker_factory, mosquitto, topic_prefix
 ):
     central = broker_factory()
-    central.stop()  # the uplink is down the whole time the queue fills
     root = f"{topic_prefix}/carewatch/v1"
     cfg = write_config(
         tmp_path,
@@ -117,6 +116,10 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
         # "contact" counts as telemetry here so the cap has telemetry to drop
         queue={"max_bytes": 16000, "low_priority_readings": ["contact"]},
     )
+    # The collector's persistent session queues what arrives while it reconnects.
+    col = Collector(central, root)
+    await col.__aenter__()
+    await asyncio.to_thread(central.stop)  # the uplink is down while the queue fills
     async with (
         running_agent(cfg) as agent,
         door_sim(topic_prefix, mosquitto) as sim,
@@ -150,7 +153,7 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
         assert stats.urgent == 8
         # (urgent events over the cap are kept too: see test_queue.py)
         await asyncio.to_thread(central.start)
-        async with Collector(central, root) as col:
+        try:
             await col.wait_for(
                 lambda c: sum(e.reading == "press" for e in c.events) == 8, what="8 presses"
             )
@@ -159,6 +162,8 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
                 lambda c: bool(c.health and c.health[-1]["queue"]["depth"] == 0),
                 what="an empty queue in the heartbeat",
             )
+        finally:
+            await col.__aexit__(None, None, None)
     got = sorted(numbers(col))
     # oldest dropped first: what survived is a contiguous run ending with the newest
     assert got == list(range(got[0], 120))
@@ -184,7 +189,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
     async with Collector(central, root) as col, door_sim(topic_prefix, mosquitto) as sim:
         agent.start()
         try:
-            await col.wait_for(lambda c: "online" in c.status, what="agent online", limit_s=30)
+            await col.wait_for(lambda c: c.sources_up(), what="agent subscribed", limit_s=30)
             await produce(sim, 0)
             await col.wait_for(lambda c: 0 in numbers(c), what="the first message")
             # keep producing while the agent is killed and restarted
@@ -195,7 +200,11 @@ async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
                     await asyncio.to_thread(agent.kill)
                 if n == 110:
                     agent.start()
-            await col.wait_for(lambda c: len(numbers(c)) == 150, what="all 150", limit_s=60)
+            try:
+                await col.wait_for(lambda c: len(numbers(c)) == 150, what="all 150", limit_s=60)
+            except AssertionError as exc:
+                missing = sorted(set(range(150)) - numbers(col))
+                raise AssertionError(f"{exc}; missing {missing}\n{agent.log()[-4000:]}") from None
         finally:
             code = await asyncio.to_thread(agent.terminate)
     assert code == 0, agent.log()[-3000:]
