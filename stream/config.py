@@ -196,6 +196,14 @@ class DetectorConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: What runs when the config has no ``detectors:`` section: every detector carewatch ships.
+DEFAULT_DETECTORS = ("alarm", "inactivity", "noshow", "operations")
+
+
+def _default_detectors() -> tuple[DetectorConfig, ...]:
+    return tuple(DetectorConfig(name, name) for name in DEFAULT_DETECTORS)
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Log level and format (``text`` or ``json`` lines)."""
@@ -217,7 +225,7 @@ class StreamConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    detectors: tuple[DetectorConfig, ...] = (DetectorConfig("alarm", "alarm"),)
+    detectors: tuple[DetectorConfig, ...] = field(default_factory=_default_detectors)
     notifiers: Mapping[str, NotifierConfig] = field(default_factory=dict)
     recipients: Mapping[str, RecipientConfig] = field(default_factory=dict)
     policies: Mapping[str, PolicyConfig] = field(
@@ -651,7 +659,7 @@ def _parse_telemetry(r: _Reader, t: Mapping[str, Any]) -> TelemetryConfig:
 
 def _parse_detectors(r: _Reader, data: Any) -> tuple[DetectorConfig, ...]:
     if data is _MISSING:
-        return (DetectorConfig("alarm", "alarm"),)
+        return _default_detectors()
     m = r.mapping(data, "detectors")
     out: list[DetectorConfig] = []
     for name, options in m.items():

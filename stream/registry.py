@@ -38,9 +38,6 @@ DETECTORS: dict[str, str] = {
     "operations": "stream.detectors.operations:operations_detectors",
 }
 
-#: The detectors a config without a ``detectors:`` section runs.
-DEFAULT_DETECTORS = ("alarm",)
-
 Factory = Callable[..., Any]  # a Detector class, or a function returning one or a list
 
 

@@ -42,6 +42,7 @@ def test_sample_config_is_valid_and_shows_the_defaults() -> None:
     assert cfg.api == defaults.api
     assert cfg.state == defaults.state
     assert cfg.logging == defaults.logging
+    assert [d.name for d in defaults.detectors] == [d.name for d in cfg.detectors]
 
 
 def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,6 +62,7 @@ def live_config(broker: Any, prefix: str, tmp_path: Path, hook: str, **extra: An
         },
         "sites": {"site-a": {"timezone": "Asia/Shanghai", "quiet_hours": False}},
         "delivery": {"backoff_initial": "100ms", "backoff_max": "1s"},
+        "detectors": {"alarm": {"fall": False}},
     }
     doc.update(extra)
     return parse_config(doc)
