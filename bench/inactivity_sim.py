@@ -308,7 +308,18 @@ def _events(
             if "bathroom" in rooms:
                 rows.append(Row(t + 60_000, "pir-bathroom", "motion", "1", "bathroom"))
                 rows.append(Row(t + 5 * MIN, "pir-bathroom", "motion", "1", "bathroom"))
-    # "still" and "nap": no events (a PIR does not see a person sitting or lying still)
+                if rng.random() < 0.7:  # seen again on the way back to bed
+                    rows.append(Row(t + 6 * MIN, bedroom, "motion", "1", bedroom[4:]))
+        # Going to bed is seen by the bedroom sensor (the hall's in a sparse home).
+        rows.append(Row(a - 30_000, bedroom, "motion", "1", bedroom[4:]))
+    elif what in ("still", "nap"):
+        # Sitting down (mostly in the living room) or lying down for a nap (mostly in the
+        # bedroom) is seen by that room's sensor, if it has one; then nothing: a PIR does
+        # not see a person sitting or lying still.
+        usual = "living_room" if what == "still" else "bedroom"
+        likely = 0.75 if what == "still" else 0.85
+        room = usual if usual in rooms and rng.random() < likely else rng.choice(rooms)
+        rows.append(Row(a - 20_000, f"pir-{room}", "motion", "1", room))
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
