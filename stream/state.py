@@ -25,7 +25,9 @@ The store is used from one thread (the runtime's event loop); calls are short.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -289,8 +291,10 @@ class StateStore:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous={synchronous!r} (allowed: full, normal)")
         self.path = str(path)
+        self._lock_fd: int | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
         self.dedup_window = dedup_window
         # isolation_level=None: no implicit transactions; :meth:`transaction` is explicit.
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -302,9 +306,23 @@ class StateStore:
             self.db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as exc:
-            self.db.close()
+            self.close()
             raise StateError(f"{self.path}: cannot use as the state database: {exc}") from exc
         self._in_tx = False
+
+    def _lock(self) -> None:
+        # Two processors on one database would both consume the broker session and
+        # fight over it: refuse the second. The OS drops the lock when a process dies.
+        lock_path = self.path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StateError(
+                f"{self.path}: in use by another stream processor (lock {lock_path})"
+            ) from None
+        self._lock_fd = fd
 
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -316,8 +334,11 @@ class StateStore:
             )
 
     def close(self) -> None:
-        """Close the database (a checkpoint folds the WAL back in)."""
+        """Close the database (a checkpoint folds the WAL back in) and release the lock."""
         self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

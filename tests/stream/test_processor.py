@@ -310,3 +310,13 @@ def test_fall_then_press_in_the_same_minute_is_one_alert(
     pages = [r for r in store.outbox() if r.notifier == "hook"]
     assert [json.loads(r.payload)["event"] for r in pages] == ["raised", "severity"]
     assert proc.metrics.value("carewatch_stream_seq_lost_total") == 0
+
+
+def test_a_second_processor_on_the_same_database_is_refused(tmp_path: Path) -> None:
+    from stream.state import StateError
+
+    first = StateStore(tmp_path / "s.sqlite")
+    with pytest.raises(StateError, match="in use by another stream processor"):
+        StateStore(tmp_path / "s.sqlite")
+    first.close()
+    StateStore(tmp_path / "s.sqlite").close()  # free again once the first is gone
