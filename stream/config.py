@@ -69,6 +69,7 @@ class MqttConfig:
     cert_file: str | None = None
     key_file: str | None = None
     reconnect_max_s: float = 30.0
+    sites: tuple[str, ...] = ("+",)  # the sites this processor serves ("+": all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +409,16 @@ def _id(value: Any) -> str:
     return text
 
 
+def _site_filter(value: Any) -> tuple[str, ...]:
+    names = _names(value)
+    if not names:
+        raise ValueError("expected '+' (all sites) or a list of site ids")
+    for name in names:
+        if name != "+" and not valid_id(name):
+            raise ValueError(f"{name!r} is not a site id")
+    return names
+
+
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -432,6 +443,7 @@ def _parse_mqtt(r: _Reader, data: Mapping[str, Any]) -> MqttConfig:
             "cert_file",
             "key_file",
             "reconnect_max",
+            "sites",
         ),
     )
     d = MqttConfig()
@@ -463,6 +475,7 @@ def _parse_mqtt(r: _Reader, data: Mapping[str, Any]) -> MqttConfig:
         cert_file=r.get(data, p, "cert_file", None, _str),
         key_file=r.get(data, p, "key_file", None, _str),
         reconnect_max_s=r.get(data, p, "reconnect_max", 30_000, parse_duration_ms) / 1000,
+        sites=r.get(data, p, "sites", ("+",), _site_filter),
     )
 
 

@@ -29,7 +29,7 @@ import logging
 import random
 import sqlite3
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -46,13 +46,12 @@ PUBLISH_TIMEOUT_S = 15.0
 Handler = Callable[[str, bytes], object]
 
 
-def subscriptions(root: str) -> list[str]:
-    """The topic filters the processor subscribes to."""
+def subscriptions(root: str, sites: Sequence[str] = ("+",)) -> list[str]:
+    """The topic filters the processor subscribes to (all sites, or the listed ones)."""
     return [
-        subscription("events", root=root),
-        subscription("status", root=root),
-        subscription("health", root=root),
-        subscription("acks", root=root),
+        subscription(channel, site=site, root=root)
+        for site in sites
+        for channel in ("events", "status", "health", "acks")
     ]
 
 
@@ -115,7 +114,7 @@ class MqttLink:
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with self._make_client() as client:
-            for topic_filter in subscriptions(self.config.root):
+            for topic_filter in subscriptions(self.config.root, self.config.sites):
                 await client.subscribe(topic_filter, qos=1)
             self._client = client
             self._set_connected(True)

@@ -128,3 +128,22 @@ def test_times() -> None:
     assert parse_time_ms("2026-01-01T00:00:00Z") == 1_767_225_600_000
     with pytest.raises(ValueError, match="timezone"):
         parse_time_ms("2026-01-01T00:00:00")
+
+
+def test_site_partitioning() -> None:
+    from stream.ingest import subscriptions
+
+    cfg = parse_config({"mqtt": {"sites": ["site-a", "site-b"]}})
+    assert cfg.mqtt.sites == ("site-a", "site-b")
+    subs = subscriptions(cfg.mqtt.root, cfg.mqtt.sites)
+    assert "carewatch/v1/site-a/+/events" in subs
+    assert "carewatch/v1/site-b/acks/+" in subs
+    assert len(subs) == 8
+    assert subscriptions("carewatch/v1") == [
+        "carewatch/v1/+/+/events",
+        "carewatch/v1/+/+/status",
+        "carewatch/v1/+/+/health",
+        "carewatch/v1/+/acks/+",
+    ]
+    with pytest.raises(ConfigProblems, match=r"mqtt\.sites"):
+        parse_config({"mqtt": {"sites": ["bad site"]}})
