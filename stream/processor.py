@@ -45,7 +45,9 @@ from device_profiles.events import (
     MIN_TIME_MS,
     SCHEMA_VERSION,
     Event,
+    decode_batch,
     event_from_mapping,
+    event_to_dict,
     valid_id,
 )
 from device_profiles.topics import ParsedTopic, parse_topic
@@ -178,13 +180,22 @@ class Processor:
         assert topic.gateway is not None
         outcome = Outcome()
         try:
-            raw = _raw_batch.decode(payload)
-        except msgspec.DecodeError as exc:
-            self._dead_in_tx(now, raw_topic, "json", f"malformed event batch: {exc}", payload)
-            outcome.dead += 1
-            return outcome
+            candidates: list[Any] = decode_batch(payload)  # fast path: a well-formed batch
+        except EventError:
+            # Something in it is wrong: take the batch apart and keep what is good.
+            try:
+                candidates = _raw_batch.decode(payload).events
+            except msgspec.DecodeError as exc:
+                self._dead_in_tx(now, raw_topic, "json", f"malformed event batch: {exc}", payload)
+                outcome.dead += 1
+                return outcome
         events: list[Event] = []
-        for i, item in enumerate(raw.events):
+        for i, item in enumerate(candidates):
+            if isinstance(item, Event):
+                if item.gateway == topic.gateway and item.site == topic.site:
+                    events.append(item)
+                    continue
+                item = event_to_dict(item)
             try:
                 if not isinstance(item, dict):
                     raise EventError("an event must be a JSON object")
