@@ -190,12 +190,14 @@ class Processor:
                 outcome.dead += 1
                 return outcome
         events: list[Event] = []
-        for i, item in enumerate(candidates):
-            if isinstance(item, Event):
-                if item.gateway == topic.gateway and item.site == topic.site:
-                    events.append(item)
+        for i, candidate in enumerate(candidates):
+            if isinstance(candidate, Event):
+                if candidate.gateway == topic.gateway and candidate.site == topic.site:
+                    events.append(candidate)
                     continue
-                item = event_to_dict(item)
+                item: Any = event_to_dict(candidate)
+            else:
+                item = candidate
             try:
                 if not isinstance(item, dict):
                     raise EventError("an event must be a JSON object")
