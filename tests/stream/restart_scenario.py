@@ -236,7 +236,9 @@ async def run_scenario(
     residents = [f"res-{i:04d}" for i in range(1, presses + 1)]
     say(f"seed={seed} presses={presses} kills={kills} speed={speed}")
     # When to kill: after these press indexes (random, distinct)
-    kill_after = sorted(rnd.sample(range(1, presses), min(kills, presses - 1)))
+    # After which press to kill; after the last one, the kill falls in the phase where
+    # escalation timers fire and notifications go out.
+    kill_after = sorted(rnd.sample(range(1, presses + 1), min(kills, presses)))
     killed = 0
     try:
         processor.start()
@@ -254,7 +256,9 @@ async def run_scenario(
                 await asyncio.sleep(rnd.uniform(0.02, 0.3))
                 if i in kill_after:
                     # a random moment: right away, or while the press is being handled
-                    await asyncio.sleep(rnd.uniform(0.0, 0.4))
+                    # (or, after the last press, while escalations are due)
+                    pause = rnd.uniform(0.0, 0.4) if i < presses else rnd.uniform(0.5, 3.0)
+                    await asyncio.sleep(pause)
                     processor.kill()
                     killed += 1
                     say(f"killed the processor after press {i} ({killed}/{len(kill_after)})")
