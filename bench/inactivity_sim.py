@@ -184,6 +184,7 @@ def generate(
     *,
     start: str = "2024-03-04",
     collapse_day: int | None = None,
+    collapse_hours: tuple[float, float] = (8.0, 20.0),
 ) -> History:
     """One resident's history of ``days`` days; a collapse on ``collapse_day`` if given."""
     rng = random.Random(seed)
@@ -235,10 +236,11 @@ def generate(
         _fill_awake(rng, habits, intervals, t, bed, sick=sick)
         wake = _local_ms(day0, day, next_wake_h)
         intervals.append((bed, wake, "night"))
-    # The collapse: a random moment of an active interval, 08:00-20:00, on collapse_day.
+    # The collapse: a random moment of an active interval within collapse_hours (local)
+    # on collapse_day.
     if collapse_day is not None:
-        lo = _local_ms(day0, collapse_day, 8.0)
-        hi = _local_ms(day0, collapse_day, 20.0)
+        lo = _local_ms(day0, collapse_day, collapse_hours[0])
+        hi = _local_ms(day0, collapse_day, collapse_hours[1])
         candidates = [(a, b) for a, b, w in intervals if w == "active" and b > lo and a < hi]
         if candidates:
             a, b = rng.choice(candidates)

@@ -99,8 +99,11 @@ MAX_GATEWAYS = 4
 #: How often an absent resident (``ctx.is_absent``) is checked again.
 ABSENT_RECHECK_MS = HOUR_MS
 NOT_HOME_TYPES = ("center", "point")
-#: Hour buckets either side whose samples count (with weight neighbour_weight ** distance).
+#: Hour buckets either side whose samples count, with weight neighbour_weight ** distance,
+#: times FAR_WEIGHT beyond the next hour: going to bed two hours early is rare, and a
+#: bedtime two hours later must not make an evening silence look like a night.
 NEIGHBOURS = 2
+FAR_WEIGHT = 0.4
 #: Quiet periods at least this long (minutes) are taken as sleep, which ends at a time of
 #: day: see _compute_limit.
 ANCHORED_MIN = 240
@@ -489,7 +492,7 @@ class InactivityDetector(Detector[InactivityState]):
         total = 0.0
         samples: list[tuple[int, float]] = []
         for offset in range(-NEIGHBOURS, NEIGHBOURS + 1):
-            weight = opts.neighbour_weight ** abs(offset)
+            weight = opts.neighbour_weight ** abs(offset) * (FAR_WEIGHT if abs(offset) > 1 else 1)
             h = (hour + offset) % 24
             total += weight * r.count[h] * decay
             for i in range(h * K, h * K + K):
