@@ -146,6 +146,11 @@ class OfflineRunner:
             self.now = now
         return alerts
 
+    def restore(self, index: int, key: str, state: msgspec.Struct) -> None:
+        """Put a partition's state (e.g. decoded from storage) for detector ``index``."""
+        self.states[(index, key)] = state
+        self._schedule(index, key, self.detectors[index], state)
+
     def next_deadline(self) -> int | None:
         """The earliest pending deadline, ms UTC."""
         while self._heap:

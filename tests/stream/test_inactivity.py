@@ -297,3 +297,34 @@ def test_bad_options_name_the_option() -> None:
         InactivityDetector(margin="soon")
     with pytest.raises(ConfigError, match="unknown option"):
         InactivityDetector(bogus=1)
+
+
+@pytest.mark.parametrize("cut_day", [10, 17])
+def test_restart_from_stored_state_gives_the_same_alerts(cut_day: int) -> None:
+    """States survive an encode/decode (the runtime persists them) mid-history."""
+    import msgspec
+
+    mk = Maker()
+    collapse_h = 20 * 24 + 10.0
+    events = [e for e in routine(21, mk) if e.time <= T0 + collapse_h * H]
+    events.insert(len(events) // 3, mk.gateway(5 * 24 + 3, False))
+    events.insert(len(events) // 3 + 1, mk.gateway(5 * 24 + 4, True))
+    events.sort(key=lambda e: e.time)
+    until = T0 + round((collapse_h + 12) * H)
+    ctx = ConfigContext({SITE: {"devices": DEVICES}}, {})
+
+    straight = OfflineRunner([InactivityDetector()], ctx)
+    expected = [a for e in events for a in straight.feed(e)] + straight.advance(until)
+
+    first = OfflineRunner([InactivityDetector()], ctx)
+    cut = T0 + cut_day * 24 * H
+    got = [a for e in events if e.time < cut for a in first.feed(e)]
+    got += first.advance(cut)
+    second = OfflineRunner([InactivityDetector()], ctx)  # a fresh process
+    for (index, key), state in first.states.items():
+        blob = msgspec.msgpack.encode(state)
+        second.restore(index, key, msgspec.msgpack.decode(blob, type=type(state)))
+    got += [a for e in events if e.time >= cut for a in second.feed(e)]
+    got += second.advance(until)
+    assert got == expected
+    assert [a.action for a in expected if a.condition == CONDITION][-1] == "raise"

@@ -148,3 +148,18 @@ def test_bad_options() -> None:
         NoShowDetector(margin="later")
     with pytest.raises(ConfigError, match="unknown option"):
         NoShowDetector(grace=1)
+
+
+def test_state_survives_encode_decode() -> None:
+    import msgspec
+
+    ctx = ConfigContext({SITE: CENTER}, {})
+    first = OfflineRunner([NoShowDetector()], ctx)
+    for event in weeks_of(3):
+        first.feed(event)
+    second = OfflineRunner([NoShowDetector()], ctx)
+    for (index, key), state in first.states.items():
+        decoded = msgspec.json.decode(msgspec.json.encode(state), type=type(state))
+        second.restore(index, key, decoded)
+    [alert] = second.advance(MON + 21 * D + 12 * H)
+    assert alert.condition == CONDITION and alert.time == MON + 21 * D + round(9.85 * H)

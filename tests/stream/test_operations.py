@@ -241,3 +241,28 @@ def test_bad_options() -> None:
         DeviceHealthDetector(low_battery=50, battery_ok=40)
     with pytest.raises(ConfigError, match="offline_grace"):
         GatewayDetector(offline_grace="a while")
+
+
+def test_states_survive_encode_decode() -> None:
+    import msgspec
+
+    ctx = ConfigContext({SITE: SITE_CONFIG}, {})
+    make = lambda: operations_detectors(devices={"report_intervals": {}})  # noqa: E731
+    first = OfflineRunner(make(), ctx)
+    for event in [
+        counts(9.0, 11),
+        status(9.5, False),
+        ev(9.6, "door-1", "door", "contact", {"contact": True, "battery": 5}),
+    ]:
+        first.feed(event)
+    second = OfflineRunner(make(), ctx)
+    for (index, key), state in first.states.items():
+        second.restore(
+            index, key, msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=type(state))
+        )
+    alerts = second.advance(MON + round(19 * H))
+    # (The gateway went offline at 9.5 and was alerted at 9.58, before the restart.)
+    assert [(a.action, a.condition, round((a.time - MON) / H, 2)) for a in alerts] == [
+        ("raise", SILENT, 12.6),
+        ("clear", CROWDING, 18.5),
+    ]
