@@ -247,7 +247,10 @@ def test_states_survive_encode_decode() -> None:
     import msgspec
 
     ctx = ConfigContext({SITE: SITE_CONFIG}, {})
-    make = lambda: operations_detectors(devices={"report_intervals": {}})  # noqa: E731
+
+    def make() -> list[Any]:
+        return operations_detectors(devices={"report_intervals": {}})
+
     first = OfflineRunner(make(), ctx)
     for event in [
         counts(9.0, 11),
