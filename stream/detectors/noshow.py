@@ -12,7 +12,8 @@ A weekday is *usual* when they checked in on at least ``min_days`` of them and o
 ``opening_days``, ``holidays`` in the site config: see
 :class:`~stream.detectors.sitetime.OpeningCalendar`) and no known absence covers the day
 (``ctx.is_absent``), the alert is due at the latest of their recent check-in times on that
-weekday plus ``margin`` (never before the site opens + ``margin``, never after it closes).
+weekday (the second latest once there are four) plus ``margin`` (never before the site
+opens + ``margin``, never after it closes).
 It fires from :meth:`NoShowDetector.tick` with no data at all, says why ("has not checked
 in by 10:15; usually checks in by 09:30 on Tuesdays (8 of the last 9 open Tuesdays)"),
 and clears when they check in, or when the day ends.
@@ -281,7 +282,10 @@ class NoShowDetector(Detector[MemberState]):
         recent = [m for m in state.times[wd * TIMES : (wd + 1) * TIMES] if m >= 0]
         if not recent:
             return None
-        latest = max(recent)
+        # The latest recent check-in; with four or more, the second latest, so that one
+        # late morning (a doctor's appointment) does not delay the alert for weeks.
+        recent.sort()
+        latest = recent[-2] if len(recent) >= 4 else recent[-1]
         margin_min = opts.margin // MINUTE_MS
         open_min, close_min = span
         alert_min = max(latest + margin_min, open_min + margin_min)

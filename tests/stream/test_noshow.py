@@ -163,3 +163,11 @@ def test_state_survives_encode_decode() -> None:
         second.restore(index, key, decoded)
     [alert] = second.advance(MON + 21 * D + 12 * H)
     assert alert.condition == CONDITION and alert.time == MON + 21 * D + round(9.85 * H)
+
+
+def test_one_late_morning_does_not_delay_the_alert() -> None:
+    events = [*weeks_of(4, days=(0,)), checkin(28, 11.5)]  # five Mondays, the last one late
+    raises = [t for action, t in summary(run(events, 35.99)) if action == "raise"]
+    # Day 28 (raised at 09:48, before the late check-in), then day 35 at the second latest
+    # of 09:00, 09:03, 09:06, 09:00, 11:30 plus 45 min, not at 11:30 + 45 min.
+    assert raises == [28 * 24 + 9.8, 35 * 24 + 9.85]
