@@ -10,9 +10,11 @@ What it learns
 
 When it alerts
     A quiet period that started at local hour ``h`` is "improbably long" once it exceeds
-    ``quantile`` of the samples of bucket ``h`` (neighbouring hours count with weight
-    ``neighbour_weight``, so a bedtime that drifts by an hour is still known), times
-    ``margin_factor``, plus ``margin``; never below ``min_limit``, never above
+    ``quantile`` of the samples of bucket ``h`` (the two hours either side count with
+    weight ``neighbour_weight`` and less, so a bedtime that drifts by an hour is still
+    known; a night-long sample from a later hour is lengthened by the difference, as a
+    night ends at a time of day), times ``margin_factor``, plus ``margin``; never below
+    ``min_limit``, never above
     ``day_cap`` / ``night_cap``. While a resident has fewer than ``min_history_days`` days
     of history (or a bucket has almost no samples) the fixed ``default_day_limit`` /
     ``default_night_limit`` apply. The alert (condition ``inactivity``, HIGH) says why:
