@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from device_profiles.events import Event
+from device_profiles.events import Event, Value
 
 TZ = ZoneInfo("Asia/Shanghai")
 MIN = 60_000
@@ -106,6 +106,7 @@ class History:
 
 def row_to_event(row: Row, seq: int, resident: str) -> Event:
     """An Event as ``carewatch replay`` builds it from a CSV row."""
+    values: dict[str, Value]
     if row.kind == "door":
         is_open = row.value == "1"
         kind, reading, values = "door", "contact", {"contact": not is_open, "open": is_open}
@@ -125,7 +126,7 @@ def row_to_event(row: Row, seq: int, resident: str) -> Event:
         device=row.device,
         kind=kind,
         reading=reading,
-        values=values,  # type: ignore[arg-type]
+        values=values,
         resident=resident,
     )
 
