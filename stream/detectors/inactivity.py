@@ -569,7 +569,8 @@ class InactivityDetector(Detector[InactivityState]):
         else:
             reason = (
                 f"no {words} activity at home since {since} ({silent}); "
-                f"still learning this person's habits ({r.days} days of history), "
+                f"still learning this person's habits ({r.days} day"
+                f"{'' if r.days == 1 else 's'} of history), "
                 f"so the fixed limit of {fmt_duration(limit)} applies"
             )
         return AlertSignal(
