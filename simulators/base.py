@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from device_profiles.codecs import Codec, codec_for
 from device_profiles.profiles import Profile
@@ -31,16 +31,7 @@ Fault = Literal[
     "battery_drain",
     "silence",
 ]
-FAULTS: tuple[Fault, ...] = (
-    "garbage",
-    "truncated",
-    "bad_checksum",
-    "duplicate",
-    "out_of_order",
-    "disconnect",
-    "battery_drain",
-    "silence",
-)
+FAULTS: tuple[Fault, ...] = get_args(Fault)
 
 
 class Simulator(ABC):
