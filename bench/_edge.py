@@ -131,6 +131,8 @@ class Central:
         self.events: list[Event] = []
         self.status: list[tuple[float, str]] = []  # (time.monotonic(), payload)
         self.health: list[dict[str, Any]] = []
+        self._numbered: list[tuple[Event, tuple[str, int]]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each numbered arrival
         self.connected = asyncio.Event()
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -164,7 +166,9 @@ class Central:
                         topic = str(msg.topic)
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         if topic.endswith("/events"):
-                            self.events.extend(decode_batch(payload))
+                            batch = decode_batch(payload)
+                            self.events.extend(batch)
+                            self._number(batch)
                         elif topic.endswith("/status"):
                             self.status.append((time.monotonic(), payload.decode()))
                         elif topic.endswith("/health"):
@@ -192,16 +196,23 @@ class Central:
             return False
         return all(s["state"] == "running" for s in self.health[-1]["sources"].values())
 
-    def numbered(self) -> list[tuple[Event, tuple[str, int]]]:
-        """(event, (device, number)) of every numbered door event received."""
-        out = []
-        for e in self.events:
-            if e.reading != "contact":
+    def _number(self, events: list[Event]) -> None:
+        for e in events:
+            if e.reading not in ("contact", "occupancy"):
                 continue
             b, lq = e.values.get("battery"), e.values.get("linkquality")
             if isinstance(b, int) and isinstance(lq, int):
-                out.append((e, (e.device, b * 256 + lq)))
-        return out
+                self._numbered.append((e, (e.device, b * 256 + lq)))
+                self.arrivals.append(time.monotonic())
+
+    def numbered(self) -> list[tuple[Event, tuple[str, int]]]:
+        """(event, (device, number)) of every numbered door/motion event received."""
+        return self._numbered
+
+    @property
+    def n_numbered(self) -> int:
+        """How many numbered events arrived (duplicates included)."""
+        return len(self._numbered)
 
 
 def door_sims(site: MosquittoService, n: int, qos: int = 1) -> list[Zigbee2MqttSimulator]:

@@ -217,6 +217,7 @@ class QueueStore:
         db.execute("PRAGMA synchronous=FULL")  # see the module docstring
         db.execute("PRAGMA journal_size_limit=8388608")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA cache_size=-2048")  # 2 MiB: a gateway has little memory
         with self._tx():
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             db.execute(
@@ -555,6 +556,14 @@ class QueueStore:
             return None
         return Batch(tuple(seqs), batch_payload(payloads), urgent)
 
+    def peek_next(
+        self, *, after_urgent: int, after: int, limit: int = 500, max_bytes: int = 256 * 1024
+    ) -> Batch | None:
+        """The next batch to send: urgent events first, else the oldest others."""
+        return self.peek(
+            urgent=True, after=after_urgent, limit=limit, max_bytes=max_bytes
+        ) or self.peek(urgent=False, after=after, limit=limit, max_bytes=max_bytes)
+
     def states(self) -> dict[str, JsonState]:
         """Every device's persisted codec state."""
         out: dict[str, JsonState] = {}
@@ -615,7 +624,7 @@ class _Pending:
     states: dict[str, JsonState]
     counters: dict[str, int]
     quarantine: list[QuarantineEntry]
-    futures: list[asyncio.Future[AppendResult]]
+    future: asyncio.Future[AppendResult]
 
 
 class EventQueue:
@@ -631,7 +640,7 @@ class EventQueue:
         self,
         store: QueueStore,
         *,
-        max_pending: int = 20000,
+        max_pending: int = 2000,
         on_commit: Callable[[AppendResult], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -647,7 +656,6 @@ class EventQueue:
         self._room = asyncio.Event()
         self._room.set()
         self.changed = asyncio.Event()  # set after each commit that stored events
-        self.urgent_changed = asyncio.Event()
         self._on_commit = on_commit
         self._closed = False
 
@@ -682,28 +690,32 @@ class EventQueue:
         counters: Mapping[str, int] | None = None,
         quarantine: Sequence[QuarantineEntry] = (),
     ) -> asyncio.Future[AppendResult]:
-        """Queue drafts for the next group commit; the future resolves once on disk."""
+        """Queue drafts for the next group commit; the future resolves once on disk.
+
+        Every submit joining the same commit gets the same future (and result), so a
+        busy source does not pay for one future per message.
+        """
         if self._closed:
             raise QueueError("the queue is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[AppendResult] = loop.create_future()
         p = self._pending
         if p is None:
-            p = self._pending = _Pending([], {}, {}, [], [])
+            fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+            p = self._pending = _Pending([], {}, {}, [], fut)
         p.drafts.extend(drafts)
         if states:
             p.states.update(states)
-        for k, v in (counters or {}).items():
-            p.counters[k] = p.counters.get(k, 0) + v
-        p.quarantine.extend(quarantine)
-        p.futures.append(fut)
+        if counters:
+            for k, v in counters.items():
+                p.counters[k] = p.counters.get(k, 0) + v
+        if quarantine:
+            p.quarantine.extend(quarantine)
         self._pending_count += len(drafts)
         if self._pending_count >= self._max_pending:
             self._room.clear()
         self._drained.clear()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="queue-writer")
-        return fut
+        return p.future
 
     async def put(
         self,
@@ -735,22 +747,19 @@ class EventQueue:
                 )
             except Exception as exc:  # disk full, I/O error: tell every waiter
                 log.error("queue: commit of %d events failed: %s", len(batch.drafts), exc)
-                for fut in batch.futures:
-                    if not fut.done():
-                        fut.set_exception(QueueError(f"commit failed: {exc}"))
+                if not batch.future.done():
+                    batch.future.set_exception(QueueError(f"commit failed: {exc}"))
+                    batch.future.exception()  # retrieved: waiters may be gone
                 continue
             if self._on_commit is not None:
                 try:
                     self._on_commit(result)
                 except Exception:
                     log.exception("queue: commit callback failed")
-            for fut in batch.futures:
-                if not fut.done():
-                    fut.set_result(result)
+            if not batch.future.done():
+                batch.future.set_result(result)
             if result.events:
                 self.changed.set()
-                if any(e.urgent for e in result.events):
-                    self.urgent_changed.set()
         self._drained.set()
 
     async def flush(self) -> None:
@@ -761,6 +770,16 @@ class EventQueue:
         """See :meth:`QueueStore.peek`."""
         return await self.call(
             lambda: self.store.peek(urgent=urgent, after=after, limit=limit, max_bytes=max_bytes)
+        )
+
+    async def peek_next(
+        self, *, after_urgent: int, after: int, limit: int, max_bytes: int
+    ) -> Batch | None:
+        """See :meth:`QueueStore.peek_next` (one trip to the queue thread)."""
+        return await self.call(
+            lambda: self.store.peek_next(
+                after_urgent=after_urgent, after=after, limit=limit, max_bytes=max_bytes
+            )
         )
 
     async def ack(self, seqs: Sequence[int]) -> int:

@@ -143,6 +143,7 @@ class Uplink:
     async def stop(self) -> None:
         """Stop sending new batches; the session waits for in-flight PUBACKs and closes."""
         self._stopping.set()
+        self.queue.changed.set()  # wake the send loop
 
     # -- one connection ---------------------------------------------------------------
     def _lost(self, reason: str) -> None:
@@ -211,44 +212,37 @@ class Uplink:
         await self._idle.wait()
 
     async def _next_batch(self, marks: dict[bool, int]) -> Batch | None:
-        """The next batch to send, waiting for data or linger; None when stopping."""
+        """The next batch to send, waiting for data or linger; None when stopping.
+
+        Urgent batches go at once. Others go at once when nothing is in flight (no
+        added latency at low rates); while batches await their PUBACK, a batch waits up
+        to ``linger`` to fill, so a busy gateway sends few, large batches.
+        """
         q = self.config.queue
         linger_deadline: float | None = None
         while not self._stopping.is_set():
             self.queue.changed.clear()
-            self.queue.urgent_changed.clear()
-            urgent = await self.queue.peek(
-                urgent=True, after=marks[True], limit=q.batch_size, max_bytes=q.batch_max_bytes
-            )
-            if urgent is not None:
-                return urgent
-            batch = await self.queue.peek(
-                urgent=False, after=marks[False], limit=q.batch_size, max_bytes=q.batch_max_bytes
+            batch = await self.queue.peek_next(
+                after_urgent=marks[True],
+                after=marks[False],
+                limit=q.batch_size,
+                max_bytes=q.batch_max_bytes,
             )
             now = time.monotonic()
             if batch is not None:
+                if batch.urgent or self._inflight == 0:
+                    return batch
                 full = len(batch) >= q.batch_size or len(batch.payload) * 1.1 >= q.batch_max_bytes
                 if linger_deadline is None:
                     linger_deadline = now + q.linger_s
                 if full or now >= linger_deadline:
                     return batch
-                timeout: float | None = linger_deadline - now
+                wait_s: float | None = linger_deadline - now
             else:
-                timeout = None
-            await self._wait_any(timeout)
+                wait_s = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.changed.wait(), timeout=wait_s)
         return None
-
-    async def _wait_any(self, wait_s: float | None) -> None:
-        waits = [
-            asyncio.ensure_future(self.queue.changed.wait()),
-            asyncio.ensure_future(self.queue.urgent_changed.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
 
     async def _publish(
         self, client: aiomqtt.Client, batch: Batch, window: asyncio.Semaphore
@@ -263,6 +257,7 @@ class Uplink:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+                self.queue.changed.set()  # a lingering batch may go now
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         interval = self.config.health.heartbeat_interval_s

@@ -99,15 +99,36 @@ class MqttSource(Source):
         paho = client._client
         paho.manual_ack_set(True)
         async with client:
+            # paho reads a packet a few bytes per recv() call: read 64 KiB at a time.
+            paho._sock = _BufferedReads(paho._sock)
             for topic, qos in self.qos.items():
                 await client.subscribe(topic, qos=qos)
             log.info("%s: subscribed to %d topics", self.name, len(self.qos))
             self.up()
-            async for message in client.messages:
+            # aiomqtt's iterator costs a task per message; under load, take what is
+            # already queued in one go (same order), which also feeds bigger commits.
+            pending: asyncio.Queue[aiomqtt.Message] = client._queue
+            acks: list[tuple[int, int]] = []
+            acks_for: asyncio.Future[AppendResult] | None = None
+            async for first in client.messages:
                 await self.ingest.queue.wait_for_room()  # backpressure from the disk
-                fut = self.handle(str(message.topic), message.payload, message.retain)
-                if message.qos > 0:
-                    fut.add_done_callback(_acker(paho, message.mid, message.qos))
+                message: aiomqtt.Message | None = first
+                n = 0
+                while message is not None:
+                    fut = self.handle(str(message.topic), message.payload, message.retain)
+                    if message.qos > 0:
+                        if fut is not acks_for:  # a new group commit: a new list of acks
+                            acks, acks_for = [], fut
+                            fut.add_done_callback(_acker(paho, acks))
+                        acks.append((message.mid, message.qos))
+                    n += 1
+                    if n % 256 == 0:  # let the writer and the uplink run
+                        await self.ingest.queue.wait_for_room()
+                        await asyncio.sleep(0)
+                    try:
+                        message = pending.get_nowait()
+                    except asyncio.QueueEmpty:
+                        message = None
 
     def handle(
         self, topic: str, payload: Any, retain: bool = False
@@ -149,13 +170,50 @@ class MqttSource(Source):
         return futures[-1]  # commits are ordered: the last one covers the others
 
 
-def _acker(paho: Any, mid: int, qos: int) -> Any:
+def _acker(paho: Any, acks: list[tuple[int, int]]) -> Any:
     def ack(fut: asyncio.Future[AppendResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
-            return  # not stored: let the broker deliver it again
-        try:
-            paho.ack(mid, qos)
-        except Exception:  # connection gone: the broker redelivers
-            log.debug("ack of message %d failed", mid)
+            return  # not stored: let the broker deliver them again
+        for mid, qos in acks:
+            try:
+                paho.ack(mid, qos)
+            except Exception:  # connection gone: the broker redelivers
+                log.debug("ack of message %d failed", mid)
+                return
 
     return ack
+
+
+class _BufferedReads:
+    """paho's socket, read 64 KiB at a time.
+
+    paho asks for each packet's header and length bytes separately, one ``recv`` system
+    call each; at thousands of messages per second that is most of the cost. This proxy
+    serves those small reads from one large read and reports what it holds through
+    ``pending()`` (the hook paho and aiomqtt already use for TLS sockets), so the reader
+    keeps going until the buffer is empty.
+    """
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._buf):
+            data = self._sock.recv(65536)  # BlockingIOError / SSL errors propagate
+            if not data:
+                return b""  # EOF: paho sees the connection close
+            self._buf, self._pos = data, 0
+        out = self._buf[self._pos : self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buf) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)

@@ -1,0 +1,335 @@
+"""bench/edge_footprint: memory, CPU and throughput of the edge agent on this machine.
+
+Runs the agent as a child process against a site Mosquitto and a central Mosquitto and
+prints, for 50 simulated devices:
+
+1. ``realistic``: resident memory (RSS now and peak) and CPU (% of one core) while the
+   devices report at realistic rates (46 Zigbee2MQTT doors and motion sensors, 2
+   pendants on a serial RF receiver on a PTY, 2 footfall counters polled over Modbus RTU
+   every 10 s);
+2. ``forward``: the highest site MQTT rate it forwards with nothing lost: a burst of
+   numbered Zigbee2MQTT messages (QoS 1) from a fast publisher, end to end to the
+   central subscriber (rate = messages / (last arrival - first publish));
+3. ``drain``: with the central broker stopped, a backlog of 100,000 events is queued on
+   disk; the broker is started again and the rate at which the backlog arrives at the
+   central subscriber is measured, together with the delay from the broker's start to
+   the agent's ``online``.
+
+Figures, not assertions: the last lines compare them with the targets of issue 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import yaml
+from _edge import (
+    AgentProcess,
+    Central,
+    MosquittoService,
+    door_sims,
+    log,
+)
+
+from device_profiles.profiles import ProfileRegistry
+from simulators.footfall_modbus import FootfallModbusSimulator
+from simulators.pendant_serial import PendantSerialSimulator
+from simulators.zigbee import Zigbee2MqttSimulator
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    parts = stat[stat.rindex(")") + 2 :].split()
+    return (int(parts[11]) + int(parts[12])) / TICK
+
+
+def config(  # noqa: PLR0917
+    work: Path,
+    central: MosquittoService,
+    site: MosquittoService,
+    doors: int,
+    rf_port: str,
+    pendants: list[str],
+    counters: list[FootfallModbusSimulator],
+) -> Path:
+    devices: list[dict[str, object]] = [
+        {
+            "id": f"door-{i:03d}",
+            "profile": "aqara-mccgq11lm" if i % 2 == 0 else "aqara-rtcgq11lm",
+            "mqtt": {"address": f"door{i:03d}"},
+        }
+        for i in range(doors)
+    ]
+    devices += [
+        {
+            "id": f"pendant-{n}",
+            "profile": "oem-rf433-button-pendant",
+            "serial": {"port": rf_port, "address": pid},
+        }
+        for n, pid in enumerate(pendants)
+    ]
+    devices += [
+        {
+            "id": f"footfall-{n}",
+            "profile": "beamcount-irc200",
+            "modbus": {
+                "port": ff.client_path,
+                "unit_id": ff.client_settings.unit_id,
+                "parity": "N",
+                "poll_interval_s": 10,
+            },
+        }
+        for n, ff in enumerate(counters)
+    ]
+    doc = {
+        "site": "bench-site",
+        "gateway": "gw-footprint",
+        "log_level": "WARNING",
+        "broker": {"url": f"mqtt://{central.host}:{central.port}"},
+        "queue": {"path": str(work / "queue.db"), "max_bytes": "512MB"},
+        "health": {"heartbeat_interval": "5s"},
+        "clock": {"trust": "always"},
+        "site_brokers": {"local": {"url": f"mqtt://{site.host}:{site.port}"}},
+        "devices": devices,
+    }
+    path = work / "agent.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Publisher:
+    """A fast paho publisher (its own network thread), QoS 1, optionally paced."""
+
+    def __init__(self, site: MosquittoService) -> None:
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(site.host, site.port)
+        self.client.loop_start()
+
+    def blast(self, messages: list[tuple[str, bytes]], rate: float | None = None) -> float:
+        """Publish all; returns the monotonic time of the first publish."""
+        first = time.monotonic()
+        info = None
+        for n, (topic, payload) in enumerate(messages):
+            while True:
+                info = self.client.publish(topic, payload, qos=1)
+                if info.rc == paho.MQTT_ERR_SUCCESS:
+                    break
+                time.sleep(0.001)
+            if rate and n % 100 == 0:
+                ahead = first + n / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        if info is not None:
+            info.wait_for_publish(60)
+        return first
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def numbered(sims: list[Zigbee2MqttSimulator], start: int, count: int) -> list[tuple[str, bytes]]:
+    """``count`` numbered state messages spread over the door simulators."""
+    out = []
+    for k in range(start, start + count):
+        sim = sims[k % len(sims)]
+        n = k // len(sims)
+        sim.state["battery"], sim.state["linkquality"] = divmod(n % (101 * 256), 256)
+        msg = sim.state_message()
+        out.append((msg.topic, msg.payload))
+    return out
+
+
+def queued(db: Path) -> int:
+    """Events waiting in the agent's queue file (read-only look)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    finally:
+        con.close()
+
+
+async def main(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="carewatch-edge-footprint-"))
+    site, central = MosquittoService(), MosquittoService()
+    site.start()
+    central.start()
+    reg = ProfileRegistry.load()
+    doors = args.devices - 4
+    pendants = ["00A1B2C3", "00A1B2C4"]
+    rf = PendantSerialSimulator(reg.get("oem-rf433-button-pendant"), "rf-1", pendants)
+    counters = [
+        FootfallModbusSimulator(reg.get("beamcount-irc200"), f"footfall-{n}") for n in range(2)
+    ]
+    await rf.start()
+    for ff in counters:
+        await ff.start()
+    sims = door_sims(site, doors)
+    for i, sim in enumerate(sims):
+        if i % 2:  # every other one is a motion sensor
+            sims[i] = Zigbee2MqttSimulator(
+                reg.get("aqara-rtcgq11lm"),
+                sim.device,
+                friendly_name=sim.friendly_name,
+                host=site.host,
+                port=site.port,
+            )
+    cfg = config(work, central, site, doors, rf.port, pendants, counters)
+    agent = AgentProcess(cfg, work / "agent.log")
+    col = Central(central)
+    results: dict[str, str] = {}
+    try:
+        await col.start()
+        agent.start()
+        if not await col.wait(col.sources_up, 30):
+            log(f"agent did not come up; see {agent.logfile}")
+            return 1
+        for sim in sims:
+            await sim.start()
+
+        # 1. realistic load ------------------------------------------------------------
+        log(
+            f"realistic load: {args.devices} devices, {args.realistic_rate} msg/s for "
+            f"{args.realistic_s:.0f} s"
+        )
+        await asyncio.sleep(2)
+        pid = agent.pid
+        c0, t0 = cpu_s(pid), time.monotonic()
+        end = t0 + args.realistic_s
+        period = 1.0 / args.realistic_rate
+        k = 0
+        while time.monotonic() < end:
+            sim = sims[k % len(sims)]
+            if isinstance(sim, Zigbee2MqttSimulator) and "contact" in sim.state:
+                await (sim.open_door() if k % 4 < 2 else sim.close_door())
+            else:
+                await sim.motion() if k % 4 < 2 else await sim.clear_motion()
+            if k % 20 == 0:
+                await rf.heartbeat(battery=90, activity=k % 7, pendant=pendants[k % 2])
+            if k % 50 == 0:
+                await counters[k % 2].enter(1)
+            k += 1
+            await asyncio.sleep(period)
+        cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0) * 100
+        rss, hwm = rss_kb(pid)
+        results["realistic"] = (
+            f"rss_mb={rss / 1024:.1f} peak_rss_mb={hwm / 1024:.1f} cpu_pct_of_core={cpu:.2f} "
+            f"msgs={k}"
+        )
+        print(f"realistic: {results['realistic']}", flush=True)
+
+        # 2. max forward rate --------------------------------------------------------------
+        # The burst waits at the site broker (the agent's persistent session) while the
+        # agent is stopped, so the rate measured is the agent's, not the publisher's.
+        n_fwd = args.forward
+        log(f"forward: {n_fwd} numbered messages queued at the site broker, agent stopped")
+        agent.stop()
+        msgs = numbered(sims, 0, n_fwd)
+        pub = Publisher(site)
+        await asyncio.to_thread(pub.blast, msgs)
+        before = col.n_numbered
+        agent.start()
+        ok = await col.wait(lambda: col.n_numbered - before >= n_fwd, args.timeout)
+        arrivals = col.arrivals[before:]
+        got = {k for _, k in col.numbered()[before:]}
+        lost = n_fwd - len(got)
+        rate = (len(arrivals) - 1) / max(1e-9, arrivals[-1] - arrivals[0])
+        await col.wait(col.sources_up, 30)
+        pid = agent.pid
+        rss, hwm = rss_kb(pid)
+        results["forward"] = (
+            f"messages={n_fwd} rate_msg_s={rate:.0f} lost={lost} complete={ok} "
+            f"peak_rss_mb={hwm / 1024:.1f}"
+        )
+        print(f"forward: {results['forward']}", flush=True)
+
+        # 3. drain a 100,000-event backlog --------------------------------------------------
+        n_drain = args.backlog
+        log(f"drain: central broker down, queueing {n_drain} events")
+        await asyncio.to_thread(central.stop)
+        msgs = numbered(sims, n_fwd, n_drain)
+        t_in = time.monotonic()
+        await asyncio.to_thread(pub.blast, msgs, args.backlog_rate)
+        db = work / "queue.db"
+        while queued(db) < n_drain:
+            await asyncio.sleep(0.2)
+            if time.monotonic() - t_in > args.timeout:
+                break
+        ingest_rate = n_drain / (time.monotonic() - t_in)
+        depth = queued(db)
+        log(f"drain: {depth} queued ({ingest_rate:.0f} events/s in); starting the broker")
+        before = col.n_numbered
+        n_status = len(col.status)
+        up_at = time.monotonic()
+        await asyncio.to_thread(central.start)
+        started = time.monotonic()
+        ok = await col.wait(lambda: col.n_numbered - before >= n_drain, args.timeout)
+        done = time.monotonic()
+        online = next((t for t, s in col.status[n_status:] if s == "online"), None)
+        got = {k for _, k in col.numbered()[before:]}
+        reconnect = (online - started) if online is not None else float("nan")
+        drain_rate = n_drain / (done - (online or started))
+        rss, hwm = rss_kb(pid)
+        results["drain"] = (
+            f"backlog={depth} drain_events_s={drain_rate:.0f} lost={n_drain - len(got)} "
+            f"complete={ok} reconnect_s={reconnect:.2f} broker_start_s={started - up_at:.2f} "
+            f"ingest_events_s={ingest_rate:.0f} peak_rss_mb={hwm / 1024:.1f}"
+        )
+        print(f"drain: {results['drain']}", flush=True)
+        pub.close()
+    finally:
+        for sim in sims:
+            await sim.stop()
+        await rf.stop()
+        for ff in counters:
+            await ff.stop()
+        code = agent.stop()
+        await col.close()
+        site.close()
+        central.close()
+        log(f"agent exit code {code}; log {agent.logfile}")
+    print(
+        "targets: rss < 40 MB, cpu < 2 % of a core (realistic), forward >= 5000 msg/s "
+        "with lost=0, drain >= 5000 events/s, reconnect < 2 s"
+    )
+    return 0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/edge_footprint", description=__doc__.split("\n")[0])
+    p.add_argument("--devices", type=int, default=50)
+    p.add_argument("--realistic-rate", type=float, default=5.0, help="msg/s in all (default 5)")
+    p.add_argument("--realistic-s", type=float, default=30.0, help="seconds measured")
+    p.add_argument("--forward", type=int, default=30000, help="burst size (default 30000)")
+    p.add_argument("--backlog", type=int, default=100000, help="backlog (default 100000)")
+    p.add_argument("--backlog-rate", type=float, default=6000.0, help="publish rate, msg/s")
+    p.add_argument("--timeout", type=float, default=180.0)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(asyncio.run(main(parse(sys.argv[1:]))))
