@@ -29,8 +29,9 @@ could never be detected; the battery/airtime cost of this is bounded by one wind
 The default values were chosen on SisFall (Sucerquia et al., Sensors 17(1):198, 2017)
 resampled to 50 Hz: the softest fall recording peaks at 1.74 g, so the 1.6 g threshold
 keeps a margin below it (older adults fall more softly than the young volunteers who
-simulated the falls) while most steps of slow walking (median 1.7 g) stay below it.
-See docs/fall_model_card.md.
+simulated the falls). 3 s before the impact are needed because a fall from a seat starts
+turning the body 1-2 s before it hits the floor, and the posture before that is evidence;
+4 s after it show whether the person stays down. See docs/fall_model_card.md.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class TriggerConfig:
     rate_hz: int = 50
     range_g: float = 8.0
     threshold_g: float = 1.6
-    pre_s: float = 2.0
+    pre_s: float = 3.0
     post_s: float = 4.0
     refractory_s: float = 2.0
     peak_s: float = 1.0

@@ -29,8 +29,8 @@ def _walk(seconds: float, rate: int = 50, peak: float = 1.35) -> list[tuple[floa
 
 
 def _fall(rate: int = 50) -> list[tuple[float, float, float]]:
-    """2 s still, 0.4 s free fall, a 3 g impact, then lying on the side (gravity on x)."""
-    s = [STILL] * (2 * rate)
+    """4 s still, 0.4 s free fall, a 3 g impact, then lying on the side (gravity on x)."""
+    s = [STILL] * (4 * rate)
     s += [(0.0, 0.0, 0.2)] * int(0.4 * rate)
     s += [(1.5, 0.5, 2.5)]
     s += [(1.0, 0.0, 0.0)] * (5 * rate)
@@ -86,7 +86,7 @@ def test_fall_gives_one_window_centred_on_the_impact() -> None:
     windows = trig.feed(samples) + trig.flush()
     assert len(windows) == 1
     w = windows[0]
-    impact = 2 * 50 + 20
+    impact = 4 * 50 + 20
     assert w.trigger_index == cfg.pre_n
     assert w.start_sample == impact - cfg.pre_n
     assert len(w) == cfg.pre_n + cfg.post_n
@@ -101,7 +101,7 @@ def test_window_is_emitted_exactly_when_post_samples_arrived() -> None:
     cfg = TriggerConfig()
     trig = ImpactTrigger(cfg)
     samples = _fall()
-    impact = 2 * 50 + 20
+    impact = 4 * 50 + 20
     assert trig.feed(samples[: impact + cfg.post_n - 1]) == []
     got = trig.feed(samples[impact + cfg.post_n - 1 : impact + cfg.post_n])
     assert len(got) == 1
@@ -158,7 +158,7 @@ def test_nan_sample_holds_previous_value() -> None:
 
 def test_flush_pads_with_last_sample_and_resets() -> None:
     cfg = TriggerConfig()
-    s = [STILL] * 120 + [(0.0, 0.0, 3.0)] + [(1.0, 0.0, 0.0)] * 10
+    s = [STILL] * 200 + [(0.0, 0.0, 3.0)] + [(1.0, 0.0, 0.0)] * 10
     trig = ImpactTrigger(cfg)
     assert trig.feed(s) == []
     (w,) = trig.flush()

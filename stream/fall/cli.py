@@ -1,0 +1,102 @@
+"""``carewatch fall``: train, evaluate and inspect the fall classifier.
+
+    carewatch fall train --data FILE.npz --out DIR [--quick] [--cache DIR | --no-cache]
+    carewatch fall eval --data FILE.npz [--per-recording] [--model DIR_OR_FILE]
+    carewatch fall info [--model DIR_OR_FILE]
+
+``eval`` prints one JSON object (or, with ``--per-recording``, one JSON line per
+recording) on stdout; progress and errors go to stderr. Exit status: 0 on success, 2 on
+bad arguments, unreadable data or an unusable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from device_profiles.errors import CarewatchError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carewatch fall", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a model on a recordings file (SisFall npz format)")
+    t.add_argument("--data", required=True, type=Path, help="recordings file (.npz)")
+    t.add_argument("--out", required=True, type=Path, help="directory for fall_model.json")
+    t.add_argument("--quick", action="store_true", help="one candidate, one member (tests)")
+    t.add_argument("--members", type=int, default=None, help="ensemble members (default 3)")
+    t.add_argument("--seed", type=int, default=0)
+    cache = t.add_mutually_exclusive_group()
+    cache.add_argument("--cache", type=Path, default=None, help="feature cache directory")
+    cache.add_argument("--no-cache", action="store_true", help="do not cache features")
+
+    e = sub.add_parser("eval", help="evaluate a model on a recordings file")
+    e.add_argument("--data", required=True, type=Path, help="recordings file (.npz)")
+    e.add_argument("--model", type=Path, default=None, help="model file or directory")
+    e.add_argument(
+        "--per-recording", action="store_true", help="one JSON line per recording instead"
+    )
+
+    i = sub.add_parser("info", help="print a model's metadata and version notes")
+    i.add_argument("--model", type=Path, default=None, help="model file or directory")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``carewatch fall``."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        if args.cmd == "train":
+            from stream.fall.table import default_cache_dir
+            from stream.fall.train import N_MEMBERS, PARAM_GRID, train
+
+            grid = PARAM_GRID[:1] if args.quick else PARAM_GRID
+            members = args.members if args.members is not None else (1 if args.quick else N_MEMBERS)
+            if members < 1:
+                print("carewatch fall train: --members must be >= 1", file=sys.stderr)
+                return 2
+            cache = None if args.no_cache else (args.cache or default_cache_dir())
+            train(
+                args.data,
+                args.out,
+                grid=grid,
+                members=members,
+                seed=args.seed,
+                cache_dir=cache,
+                progress=progress,
+            )
+            return 0
+
+        from stream.fall.model import FallClassifier
+
+        clf = FallClassifier.load(args.model)
+        for note in clf.notes:
+            progress(f"note: {note}")
+        if args.cmd == "info":
+            print(json.dumps(clf.metadata | {"notes": clf.notes}, indent=2))
+            return 0
+
+        from stream.fall.evaluate import RecordingScore, evaluate
+
+        if args.per_recording:
+
+            def emit(r: RecordingScore) -> None:
+                print(json.dumps(r.line()), flush=True)
+
+            evaluate(args.data, clf, on_recording=emit)
+        else:
+            print(json.dumps(evaluate(args.data, clf)))
+        return 0
+    except CarewatchError as exc:
+        print(f"carewatch fall {args.cmd}: {exc}", file=sys.stderr)
+        return 2

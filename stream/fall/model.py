@@ -1,0 +1,199 @@
+"""Load the fall model and score impact windows.
+
+A model is one JSON file (``fall_model.json``): the feature names and version it was
+trained with, the decision threshold, the pendant trigger configuration it expects, one
+or more tree ensembles (averaged), training provenance (data hash, library versions,
+cross-validation results) and a self-test (feature rows with the scores scikit-learn gave
+them at training time). Loading checks all of it:
+
+* another model format or feature version -> :class:`ModelVersionError` (never scored
+  with features it was not trained on);
+* the self-test not reproduced -> :class:`ModelError`;
+* another scikit-learn release than the one that trained it is *reported*
+  (:attr:`FallClassifier.notes`) and is harmless: scoring uses only numpy and the exported
+  trees, and the self-test proves the scores are the trained model's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from importlib import resources as ilr
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from device_profiles.errors import ProfileError
+from device_profiles.pendant_trigger import ImpactWindow, TriggerConfig
+from stream.fall.data import resample_array
+from stream.fall.errors import FallDataError, ModelError, ModelVersionError
+from stream.fall.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    impact_window_array,
+    window_features,
+    window_from_values,
+)
+from stream.fall.trees import TreeEnsemble
+
+FloatArray = npt.NDArray[np.float64]
+
+MODEL_FORMAT = "carewatch.fall.model"
+MODEL_FORMAT_VERSION = 1
+MODEL_FILENAME = "fall_model.json"
+SELFTEST_TOLERANCE = 1e-9
+
+
+def shipped_model_path() -> Path:
+    """Path of the model shipped in the package."""
+    return Path(str(ilr.files("stream.fall").joinpath("model", MODEL_FILENAME)))
+
+
+def installed_sklearn_version() -> str | None:
+    """The installed scikit-learn version, or None (scoring does not need it)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("scikit-learn")
+    except PackageNotFoundError:
+        return None
+
+
+class FallClassifier:
+    """Scores pendant impact windows: probability-like fall score in [0, 1]."""
+
+    def __init__(self, doc: Mapping[str, Any], source: str = "<model>") -> None:
+        self.source = source
+        if not isinstance(doc, Mapping):
+            raise ModelError(f"{source}: a fall model is a JSON object")
+        fmt = doc.get("format")
+        if fmt != MODEL_FORMAT:
+            raise ModelVersionError("format", MODEL_FORMAT, str(fmt), source)
+        fv = doc.get("format_version")
+        if fv != MODEL_FORMAT_VERSION:
+            raise ModelVersionError(
+                "format_version", str(MODEL_FORMAT_VERSION), str(fv), f"{source}: retrain it"
+            )
+        feat_v = doc.get("feature_version")
+        if feat_v != FEATURE_VERSION:
+            raise ModelVersionError(
+                "feature_version",
+                str(FEATURE_VERSION),
+                str(feat_v),
+                f"{source}: the features changed since it was trained; retrain it "
+                "with 'carewatch fall train'",
+            )
+        names = tuple(doc.get("feature_names") or ())
+        if names != FEATURE_NAMES:
+            raise ModelVersionError(
+                "feature_names", ",".join(FEATURE_NAMES), ",".join(map(str, names)), source
+            )
+        try:
+            threshold = float(doc["threshold"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{source}: missing or bad 'threshold'") from None
+        if not 0.0 < threshold < 1.0:
+            raise ModelError(f"{source}: threshold {threshold} outside (0, 1)")
+        try:
+            self.trigger = TriggerConfig.from_options(doc.get("trigger") or {})
+        except ProfileError as exc:
+            raise ModelError(f"{source}: bad trigger configuration: {exc}") from None
+        members = doc.get("members")
+        if not isinstance(members, Sequence) or not members:
+            raise ModelError(f"{source}: no tree ensembles ('members')")
+        self.members = tuple(TreeEnsemble.from_dict(m, len(FEATURE_NAMES)) for m in members)
+        self.threshold = threshold
+        self.metadata: dict[str, Any] = {
+            k: v for k, v in doc.items() if k not in ("members", "selftest")
+        }
+        self.notes: list[str] = []
+        trained_with = (doc.get("training") or {}).get("sklearn_version")
+        installed = installed_sklearn_version()
+        if trained_with and installed and trained_with != installed:
+            self.notes.append(
+                f"trained with scikit-learn {trained_with}, {installed} installed: not used "
+                "for scoring (exported trees, scored with numpy; self-test passed)"
+            )
+        self._selftest(doc.get("selftest"))
+
+    def _selftest(self, selftest: Any) -> None:
+        if not isinstance(selftest, Mapping):
+            raise ModelError(f"{self.source}: missing 'selftest'")
+        try:
+            X = np.asarray(selftest["features"], dtype=np.float64)
+            expected = np.asarray(selftest["scores"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{self.source}: malformed 'selftest'") from None
+        if X.ndim != 2 or X.shape[1] != len(FEATURE_NAMES) or len(X) != len(expected):
+            raise ModelError(f"{self.source}: malformed 'selftest'")
+        got = self.score_features(X)
+        if not np.allclose(got, expected, rtol=0, atol=SELFTEST_TOLERANCE):
+            raise ModelError(
+                f"{self.source}: self-test failed: the stored trees do not give the scores "
+                "recorded at training time (file damaged or edited)"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> FallClassifier:
+        """Load a model file, a directory holding ``fall_model.json``, or (None) the shipped one."""
+        p = shipped_model_path() if path is None else Path(path)
+        if p.is_dir():
+            p = p / MODEL_FILENAME
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ModelError(
+                f"{p}: no fall model here (train one with 'carewatch fall train')"
+            ) from None
+        except OSError as exc:
+            raise ModelError(f"{p}: cannot read the fall model ({exc})") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{p}: not JSON ({exc})") from None
+        return cls(doc, str(p))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the features, in the model's order."""
+        return FEATURE_NAMES
+
+    def score_features(self, X: FloatArray) -> FloatArray:
+        """Scores of feature rows (mean probability of the ensembles)."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if X.shape[1] != len(FEATURE_NAMES):
+            raise FallDataError(f"expected {len(FEATURE_NAMES)} features, got {X.shape[1]}")
+        total = np.zeros(len(X))
+        for member in self.members:
+            total += member.proba(X)
+        return np.asarray(total / len(self.members), dtype=np.float64)
+
+    def features(self, window: ImpactWindow | Mapping[str, Any]) -> FloatArray:
+        """Feature vector of a window (resampled to the model's rate when needed)."""
+        if isinstance(window, ImpactWindow):
+            acc, index, rate = (
+                impact_window_array(window),
+                window.trigger_index,
+                float(self.trigger.rate_hz),
+            )
+        else:
+            acc, index, rate = window_from_values(window)
+        target = float(self.trigger.rate_hz)
+        if not math.isclose(rate, target):
+            acc = resample_array(acc, rate, target)
+            index = min(len(acc) - 1, round(index * target / rate))
+        return window_features(acc, index, target)
+
+    def score(self, window: ImpactWindow | Mapping[str, Any]) -> float:
+        """Fall score in [0, 1] of an :class:`ImpactWindow` or an ``impact`` reading's values.
+
+        Raises :class:`FallDataError` when the window is malformed.
+        """
+        return float(self.score_features(self.features(window)[None, :])[0])
+
+    def is_fall(self, score: float) -> bool:
+        """True when ``score`` reaches the model's decision threshold."""
+        return score >= self.threshold

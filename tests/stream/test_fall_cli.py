@@ -1,0 +1,128 @@
+"""``carewatch fall`` on small synthetic files in the SisFall npz format (no dataset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream.fall import synthetic as S
+from stream.fall.cli import main
+from stream.fall.data import load_recordings
+from stream.fall.errors import FallDataError
+from stream.fall.model import FallClassifier
+
+CONTRACT_KEYS = {
+    "recordings",
+    "falls",
+    "adls",
+    "sensitivity",
+    "specificity",
+    "false_alarms_per_hour",
+    "per_activity",
+}
+
+
+def _recordings(rate: int, seed: int, subjects: tuple[str, ...] = ("SA01", "SE01")) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for subj in subjects:
+        out.append((S.with_noise(S.fall(rate, peak_g=6.0), rng), subj, "F01", True))
+        out.append((S.with_noise(S.fall(rate, peak_g=5.0, freefall_g=0.2), rng), subj, "F06", True))
+        out.append((S.with_noise(S.walking(30, rate, step_g=0.9), rng), subj, "D03", False))
+        out.append((S.with_noise(S.still(20, rate), rng), subj, "D16", False))
+    return out
+
+
+@pytest.fixture
+def small_file(tmp_path: Path) -> Path:
+    # 100 Hz and 1/512 g per count: eval must not assume SisFall's 200 Hz and 1/256.
+    path = tmp_path / "small.npz"
+    S.write_recordings(path, _recordings(100, 0), rate_hz=100, g_per_count=1 / 512)
+    return path
+
+
+def test_eval_prints_the_contract_summary(
+    small_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "--data", str(small_file)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    summary = json.loads(out[0])
+    assert set(summary) >= CONTRACT_KEYS
+    assert summary["recordings"] == 8
+    assert summary["falls"] == 4 and summary["adls"] == 4
+    assert summary["sensitivity"] == 1.0
+    assert summary["specificity"] == 1.0
+    assert summary["false_alarms_per_hour"] == 0.0
+    assert summary["per_activity"]["F01"]["alerted"] == 2
+    assert summary["per_activity"]["D03"]["alerted"] == 0
+
+
+def test_eval_per_recording_lines(small_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--data", str(small_file), "--per-recording"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["index"] for x in lines] == list(range(8))
+    for line in lines:
+        assert {"index", "subject", "activity", "is_fall", "alerts", "max_score"} <= set(line)
+        assert (line["alerts"] > 0) == line["is_fall"]
+        assert 0.0 <= line["max_score"] <= 1.0
+    assert lines[3]["max_score"] == 0.0  # still: no window was uploaded at all
+
+
+def test_eval_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--data", str(tmp_path / "missing.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, signals=np.zeros((4, 3), np.int16))
+    assert main(["eval", "--data", str(bad)]) == 2
+    assert "missing keys" in capsys.readouterr().err
+    assert main(["eval", "--data", str(bad), "--model", str(tmp_path)]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"offsets": np.array([0, 5, 3])},
+        {"signals": np.zeros((3, 2), np.int16), "offsets": np.array([0, 3])},
+        {"rate_hz": np.float64(0)},
+        {"subject": np.array(["A", "B", "C"])},
+    ],
+)
+def test_malformed_recordings_are_named(tmp_path: Path, change: dict[str, Any]) -> None:
+    base = {
+        "signals": np.zeros((3, 3), np.int16),
+        "offsets": np.array([0, 3]),
+        "subject": np.array(["A"]),
+        "activity": np.array(["D01"]),
+        "is_fall": np.array([False]),
+        "rate_hz": np.int64(50),
+        "g_per_count": np.float64(1 / 256),
+    }
+    path = tmp_path / "x.npz"
+    np.savez(path, **(base | change))
+    with pytest.raises(FallDataError):
+        load_recordings(path)
+
+
+def test_train_quick_writes_a_model_that_eval_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "train.npz"
+    subjects = ("SA01", "SA02", "SA03")
+    S.write_recordings(data, _recordings(50, 1, subjects), rate_hz=50, g_per_count=1 / 256)
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(data), "--out", str(out), "--quick", "--no-cache"]) == 0
+    clf = FallClassifier.load(out)
+    assert clf.metadata["training"]["recordings"] == 12
+    assert clf.metadata["cv"]["protocol"].startswith("leave-one-subject-out")
+    capsys.readouterr()
+    assert main(["eval", "--data", str(data), "--model", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["recordings"] == 12
+    assert main(["info", "--model", str(out)]) == 0
+    assert '"feature_version"' in capsys.readouterr().out
