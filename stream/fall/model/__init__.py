@@ -1,4 +1,4 @@
-"""Load the fall model and score impact windows.
+"""Load the fall model and score impact windows (this package also holds the model file).
 
 A model is one JSON file (``fall_model.json``): the feature names and version it was
 trained with, the decision threshold, the pendant trigger configuration it expects, one
