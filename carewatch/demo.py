@@ -223,7 +223,8 @@ async def _watch(
                     alerts[key] = alert
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Run ``python -m carewatch ARGS`` in its own session, output appended to ``log``."""
     with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "carewatch", *args],
@@ -233,7 +234,8 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL after 10 s."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -287,10 +289,10 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             yaml.safe_dump(stream_config(scenario, broker, influx, workdir), sort_keys=False)
         )
         watcher = asyncio.create_task(_watch(broker, printer, seen, alerts))
-        stream = _spawn(
+        stream = spawn(
             ["stream", "--config", str(workdir / "stream.yaml")], workdir / "stream.log"
         )
-        agent = _spawn(["agent", "--config", str(workdir / "agent.yaml")], workdir / "agent.log")
+        agent = spawn(["agent", "--config", str(workdir / "agent.yaml")], workdir / "agent.log")
         await asyncio.sleep(3.0)  # agent connects, opens ports, subscribes
         for name, proc in (("agent", agent), ("stream", stream)):
             if proc.poll() is not None:
@@ -304,8 +306,8 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
-        _stop(agent)
-        _stop(stream)
+        stop_process(agent)
+        stop_process(stream)
         if sims is not None:
             await sims.stop()
         if influx is not None:

@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import yaml
 
-from carewatch.demo import _spawn, _stop, agent_config, stream_config
+from carewatch.demo import agent_config, spawn, stop_process, stream_config
 from carewatch.services import InfluxDBService, MosquittoService
 from device_profiles.codecs import codec_for
 from device_profiles.errors import EventError
@@ -510,7 +510,7 @@ def _processes() -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     finally:
         # Agents first: the stream keeps receiving what they flush while stopping.
         for name in sorted(procs, key=lambda n: n == "stream"):
-            _stop(procs[name])
+            stop_process(procs[name])
 
 
 async def run_chain(
@@ -557,7 +557,7 @@ async def run_chain(
             (workdir / "stream.yaml").write_text(yaml.safe_dump(doc))
             await asyncio.wait_for(subscribed.wait(), READY_TIMEOUT_S)
 
-            procs["stream"] = _spawn(
+            procs["stream"] = spawn(
                 ["stream", "--config", str(workdir / "stream.yaml")], workdir / "stream.log"
             )
             port = int(doc["api"]["port"])
@@ -566,7 +566,7 @@ async def run_chain(
                 return chain
             for site in (HOME, CENTER):
                 config = workdir / f"agent-{site}.yaml"
-                procs[site] = _spawn(["agent", "--config", str(config)], workdir / f"{site}.log")
+                procs[site] = spawn(["agent", "--config", str(config)], workdir / f"{site}.log")
 
             h, c = sets[HOME].sims, sets[CENTER].sims
             pendant: Any = c["pendant-wang"]

@@ -74,7 +74,12 @@ def span_min(value: Any, option: str) -> tuple[int, int]:
 
 
 def fmt_duration(ms: int) -> str:
-    """A duration for a responder: ``45 min``, ``2 h``, ``3 h 20 min``, ``2 d 4 h``."""
+    """A duration for a responder: ``45 min``, ``2 h``, ``3 h 20 min``, ``2 d 4 h``.
+
+    Under a minute (only short, test-sized limits) it says seconds, never ``0 min``.
+    """
+    if 0 <= ms < MINUTE_MS - 500:
+        return f"{round(ms / 1000)} s"
     minutes = max(0, round(ms / MINUTE_MS))
     if minutes < 60:
         return f"{minutes} min"
