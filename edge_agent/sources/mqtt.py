@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import aiomqtt
@@ -83,12 +83,14 @@ class MqttSource(Source):
         self.messages = 0
         self.unrouted = 0
 
-    def route(self, topic: str) -> list[Bound]:
-        """Devices a message on ``topic`` may belong to."""
+    def route(self, topic: str) -> tuple[list[Bound], bool]:
+        """Devices a message on ``topic`` may belong to, and whether the topic alone
+        names the device (an exact topic of one device) or the codec's
+        ``Reading.source`` must pick it (a wildcard filter such as ChirpStack's)."""
         found = self.exact.get(topic)
         if found:
-            return found
-        return [d for f, devs in self.filters.items() if matches(f, topic) for d in devs]
+            return found, len(found) == 1
+        return [d for f, devs in self.filters.items() if matches(f, topic) for d in devs], False
 
     async def run(self) -> None:
         from edge_agent.uplink import client_kwargs
@@ -136,7 +138,7 @@ class MqttSource(Source):
         """Decode and route one message; returns the future of its commit."""
         self.messages += 1
         data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-        devices = self.route(topic)
+        devices, by_topic = self.route(topic)
         if not devices:
             self.unrouted += 1
             return self.ingest.fault(self.name, "unknown_topic", f"no device for {topic!r}", data)
@@ -148,12 +150,11 @@ class MqttSource(Source):
             return self.ingest.fault(first.id, exc.fault, exc.detail, data)
         except CarewatchError as exc:
             return self.ingest.fault(first.id, "decode", str(exc), data)
-        if len(devices) == 1:
+        if by_topic:
             return self.ingest.readings(first, readings)
-        by_address: Mapping[str, Bound] = {d.config.address or d.id: d for d in devices}
         routed: dict[str, tuple[Bound, list[Reading]]] = {}
         for r in readings:
-            device = by_address.get(r.source or "")
+            device = _by_source(devices, r.source)
             if device is None:
                 self.unrouted += 1
                 self.ingest.fault(
@@ -168,6 +169,18 @@ class MqttSource(Source):
         if not futures:
             return self.ingest.queue.submit([])
         return futures[-1]  # commits are ordered: the last one covers the others
+
+
+def _by_source(devices: Sequence[Bound], source: str | None) -> Bound | None:
+    """The device whose address is ``source`` (DevEUIs compare case-insensitively)."""
+    if source is None:
+        return None
+    folded = source.lower()
+    for d in devices:
+        address = d.config.address or d.id
+        if address == source or address.lower() == folded:
+            return d
+    return None
 
 
 def _acker(paho: Any, acks: list[tuple[int, int]]) -> Any:

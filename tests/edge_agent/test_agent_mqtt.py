@@ -108,3 +108,99 @@ async def test_garbage_is_counted_quarantined_and_the_rest_flows(tmp_path, mosqu
     assert sum(errors.values()) == 2
     assert {q.device for q in bad} == {"door-1"} and len(bad) == 2
     await asyncio.sleep(0)
+
+
+async def test_untrusted_clock_marks_events_and_never_goes_backwards(
+    tmp_path, mosquitto, topic_prefix
+):
+    from edge_agent.clock import BUILD_FLOOR_MS
+
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=mosquitto,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door(1, topic_prefix)],
+        clock={"trust": "never"},  # as if NTP never answered
+    )
+    sim = Zigbee2MqttSimulator(
+        REGISTRY.get("aqara-mccgq11lm"),
+        "door-1",
+        friendly_name="flat1_door",
+        base_topic=f"{topic_prefix}/z2m",
+        host=mosquitto.host,
+        port=mosquitto.port,
+    )
+    async with Collector(mosquitto, root) as col, running_agent(cfg), sim:
+        for _ in range(5):
+            await sim.open_door()
+            await sim.close_door()
+        await col.wait_for(lambda c: sum(e.reading == "contact" for e in c.events) == 10)
+        await col.wait_for(lambda c: bool(c.health), what="a heartbeat")
+    events = sorted(col.first_arrivals(), key=lambda e: e.seq)
+    assert all(not e.clock_ok for e in events)
+    stamps = [e.received for e in events]
+    assert stamps == sorted(stamps) and stamps[0] >= BUILD_FLOOR_MS
+    assert col.health[-1]["clock_ok"] is False
+
+
+async def test_lorawan_pendants_and_face_terminal(
+    tmp_path, mosquitto, broker_factory, topic_prefix
+):
+    from simulators.face_terminal import FaceTerminalSimulator
+    from simulators.pendant_lorawan import PendantLoRaWanSimulator
+
+    site = broker_factory()  # ChirpStack and the terminal publish under their own roots
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=mosquitto,
+        site_broker=site,
+        root=root,
+        devices=[
+            {
+                "id": "pendant-7",
+                "profile": "oem-lorawan-pendant",
+                "resident": "r-7",
+                "mqtt": {"address": "0A0B0C0D0E0F0001"},  # DevEUI, any case
+            },
+            {"id": "face-1", "profile": "hikvision-ds-k1t341"},
+        ],
+    )
+    lora = PendantLoRaWanSimulator(
+        REGISTRY.get("oem-lorawan-pendant"),
+        "pendant-7",
+        dev_eui="0a0b0c0d0e0f0001",
+        host=site.host,
+        port=site.port,
+    )
+    stranger = PendantLoRaWanSimulator(
+        REGISTRY.get("oem-lorawan-pendant"),
+        "pendant-x",
+        dev_eui="0a0b0c0d0e0f0099",
+        host=site.host,
+        port=site.port,
+    )
+    face = FaceTerminalSimulator(
+        REGISTRY.get("hikvision-ds-k1t341"), "face-1", host=site.host, port=site.port
+    )
+    async with Collector(mosquitto, root) as col, running_agent(cfg), lora, stranger, face:
+        await lora.press()
+        await stranger.press()
+        await face.checkin("m-042")
+        await col.wait_for(lambda c: any(e.reading == "press" for e in c.events), what="press")
+        await col.wait_for(lambda c: any(e.reading == "checkin" for e in c.events), what="in")
+        await col.wait_for(
+            lambda c: (
+                bool(c.health)
+                and c.health[-1]["decode_errors"].get("mqtt:local", {}).get("unknown_device")
+            ),
+            what="the stranger counted",
+        )
+    presses = [e for e in col.events if e.reading == "press"]
+    assert [e.device for e in presses] == ["pendant-7"]  # the stranger is not attributed
+    assert presses[0].urgent and presses[0].resident == "r-7"
+    checkin = next(e for e in col.events if e.reading == "checkin")
+    assert checkin.device == "face-1" and checkin.resident == "m-042"
+    assert checkin.values["person"] == "m-042"

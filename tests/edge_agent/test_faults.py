@@ -7,6 +7,7 @@ so a lost message shows as a missing number, whatever duplicates arrive.
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ async def produce(sim: Zigbee2MqttSimulator, n: int) -> None:
 
 
 def number(e: Event) -> int | None:
-    if e.reading != "contact":
+    if e.reading != "contact" or e.device != "door-1":
         return None
     b, lq = e.values.get("battery"), e.values.get("linkquality")
     assert isinstance(b, int) and isinstance(lq, int)
@@ -214,3 +215,72 @@ async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
     for e in col.events:
         assert by_seq.setdefault(e.seq, e) == e
     assert_in_seq_order(col)
+
+
+async def test_sighup_reload_neither_loses_nor_resends(
+    tmp_path: Path, broker_factory, mosquitto, topic_prefix
+):
+    central = broker_factory()
+    root = f"{topic_prefix}/carewatch/v1"
+    second = {
+        "id": "door-2",
+        "profile": "aqara-mccgq11lm",
+        "mqtt": {"address": "porch", "base_topic": f"{topic_prefix}/z2m"},
+    }
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door_config(topic_prefix)],
+        log_level="INFO",
+    )
+    agent = AgentProcess(cfg, tmp_path / "agent.log")
+    porch = Zigbee2MqttSimulator(
+        REGISTRY.get("aqara-mccgq11lm"),
+        "door-2",
+        friendly_name="porch",
+        base_topic=f"{topic_prefix}/z2m",
+        host=mosquitto.host,
+        port=mosquitto.port,
+    )
+    async with Collector(central, root) as col, door_sim(topic_prefix, mosquitto) as sim:
+        agent.start()
+        try:
+            await col.wait_for(lambda c: c.sources_up(), what="agent subscribed", limit_s=30)
+            for n in range(30):
+                await produce(sim, n)
+            # add a device and reload while events are flowing and queued
+            text = cfg.read_text()
+            import yaml
+
+            doc = yaml.safe_load(text)
+            doc["devices"].append(second)
+            cfg.write_text(yaml.safe_dump(doc))
+            assert agent.proc is not None
+            agent.proc.send_signal(signal.SIGHUP)
+            for n in range(30, 60):
+                await produce(sim, n)
+            await col.wait_for(lambda c: len(numbers(c)) == 60, what="all 60")
+            await col.wait_for(
+                lambda c: bool(c.health) and "door-2" in c.health[-1]["devices"],
+                what="the reloaded config in the heartbeat",
+            )
+            await col.wait_for(lambda c: c.sources_up(), what="sources up after reload")
+            async with porch:
+                await porch.open_door()
+                await col.wait_for(
+                    lambda c: any(
+                        e.device == "door-2" and e.reading == "contact" for e in c.events
+                    ),
+                    what="the new device's event",
+                )
+        finally:
+            code = await asyncio.to_thread(agent.terminate)
+    assert code == 0, agent.log()[-3000:]
+    assert "reloaded" in agent.log()
+    assert numbers(col) == set(range(60))
+    # nothing was sent twice: the reload did not touch the queue
+    assert len(col.events) == len(col.seqs)
+    assert_in_seq_order(col)
+    assert col.status[-1] == "offline"
