@@ -71,9 +71,12 @@ class Collector:
     restarts; ``received`` counts every delivery, ``seqs`` the distinct ones.
     """
 
-    def __init__(self, broker: Any, root: str) -> None:
+    def __init__(
+        self, broker: Any, root: str, username: str | None = None, password: str | None = None
+    ) -> None:
         self.broker = broker
         self.root = root
+        self.auth = (username, password)
         self.events: list[Event] = []
         self.status: list[str] = []
         self.health: list[dict[str, Any]] = []
@@ -97,7 +100,12 @@ class Collector:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.broker.host, self.broker.port, identifier=self._id, clean_session=False
+                    self.broker.host,
+                    self.broker.port,
+                    identifier=self._id,
+                    clean_session=False,
+                    username=self.auth[0],
+                    password=self.auth[1],
                 ) as client:
                     await client.subscribe(f"{self.root}/#", qos=1)
                     self.connected.set()
