@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import time
@@ -44,13 +45,22 @@ _TIME_ERROR = 5  # adjtimex(2): clock not synchronized
 _SYNC_CHECK_EVERY_S = 5.0
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library may run ldconfig: look it up once, not on every probe.
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
+
+
 def kernel_synchronized() -> bool | None:
     """What ``adjtimex(2)`` says about synchronization; None where it cannot be asked."""
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        name = ctypes.util.find_library("c")
-        if name is None:
-            return None
-        libc = ctypes.CDLL(name, use_errno=True)
         # struct timex is ~208 bytes on 64-bit Linux; modes=0 (first field) only reads.
         buf = ctypes.create_string_buffer(512)
         state = int(libc.adjtimex(buf))

@@ -591,12 +591,13 @@ class QueueStore:
 
     def stats(self) -> QueueStats:
         """Depth, bytes, oldest queued time, next seq and counters."""
-        row = self._db.execute("SELECT MIN(queued_ms) FROM events").fetchone()
+        # Rows are queued in seq order with a non-decreasing clock: the first is oldest.
+        row = self._db.execute("SELECT queued_ms FROM events ORDER BY seq LIMIT 1").fetchone()
         return QueueStats(
             depth=self._depth,
             urgent=self._urgent,
             bytes=self._bytes,
-            oldest_ms=None if row[0] is None else int(row[0]),
+            oldest_ms=None if row is None else int(row[0]),
             next_seq=self._next_seq,
             counters=self.counters(),
         )

@@ -112,25 +112,32 @@ class MqttSource(Source):
             pending: asyncio.Queue[aiomqtt.Message] = client._queue
             acks: list[tuple[int, int]] = []
             acks_for: asyncio.Future[AppendResult] | None = None
-            async for first in client.messages:
-                await self.ingest.queue.wait_for_room()  # backpressure from the disk
-                message: aiomqtt.Message | None = first
-                n = 0
-                while message is not None:
-                    fut = self.handle(str(message.topic), message.payload, message.retain)
-                    if message.qos > 0:
-                        if fut is not acks_for:  # a new group commit: a new list of acks
-                            acks, acks_for = [], fut
-                            fut.add_done_callback(_acker(paho, acks))
-                        acks.append((message.mid, message.qos))
-                    n += 1
-                    if n % 256 == 0:  # let the writer and the uplink run
-                        await self.ingest.queue.wait_for_room()
-                        await asyncio.sleep(0)
-                    try:
-                        message = pending.get_nowait()
-                    except asyncio.QueueEmpty:
-                        message = None
+            try:
+                async for first in client.messages:
+                    await self.ingest.queue.wait_for_room()  # backpressure from the disk
+                    message: aiomqtt.Message | None = first
+                    n = 0
+                    while message is not None:
+                        fut = self.handle(str(message.topic), message.payload, message.retain)
+                        if message.qos > 0:
+                            if fut is not acks_for:  # a new group commit: a new ack list
+                                acks, acks_for = [], fut
+                                fut.add_done_callback(_acker(paho, acks))
+                            acks.append((message.mid, message.qos))
+                        n += 1
+                        if n % 256 == 0:  # let the writer and the uplink run
+                            await self.ingest.queue.wait_for_room()
+                            await asyncio.sleep(0)
+                        try:
+                            message = pending.get_nowait()
+                        except asyncio.QueueEmpty:
+                            message = None
+            finally:
+                # Stopping (reload, shutdown): acknowledge what is being stored before
+                # disconnecting, or the site broker would deliver it again.
+                if acks_for is not None and not acks_for.done():
+                    await asyncio.wait([acks_for], timeout=5)
+                    await asyncio.sleep(0)  # let the ack callback run
 
     def handle(
         self, topic: str, payload: Any, retain: bool = False

@@ -280,7 +280,9 @@ async def test_sighup_reload_neither_loses_nor_resends(
     assert code == 0, agent.log()[-3000:]
     assert "reloaded" in agent.log()
     assert numbers(col) == set(range(60))
-    # nothing was sent twice: the reload did not touch the queue
+    # nothing was sent twice: the reload did not touch the queue, and the site
+    # messages stored before the reload were acknowledged before it
     assert len(col.events) == len(col.seqs)
+    assert sum(number(e) is not None for e in col.events) == 60
     assert_in_seq_order(col)
     assert col.status[-1] == "offline"
