@@ -204,3 +204,35 @@ async def test_lorawan_pendants_and_face_terminal(
     checkin = next(e for e in col.events if e.reading == "checkin")
     assert checkin.device == "face-1" and checkin.resident == "m-042"
     assert checkin.values["person"] == "m-042"
+
+
+async def test_a_broken_config_on_reload_is_refused(tmp_path, mosquitto, topic_prefix, caplog):
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=mosquitto,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door(1, topic_prefix)],
+    )
+    sim = Zigbee2MqttSimulator(
+        REGISTRY.get("aqara-mccgq11lm"),
+        "door-1",
+        friendly_name="flat1_door",
+        base_topic=f"{topic_prefix}/z2m",
+        host=mosquitto.host,
+        port=mosquitto.port,
+    )
+    async with Collector(mosquitto, root) as col, running_agent(cfg) as agent, sim:
+        good = cfg.read_text()
+        cfg.write_text(good.replace("profile: aqara-mccgq11lm", "profile: no-such-door"))
+        agent.request_reload()
+        await asyncio.sleep(0.5)
+        assert "reload refused" in caplog.text and "no-such-door" in caplog.text
+        cfg.write_text(good.replace("gw-1", "gw-2"))  # the gateway id names the queue
+        agent.request_reload()
+        await asyncio.sleep(0.5)
+        assert "can only change by a restart" in caplog.text
+        await sim.open_door()  # still reading with the old config
+        await col.wait_for(lambda c: any(e.reading == "contact" for e in c.events))
+    assert all(e.gateway == "gw-1" for e in col.events)

@@ -85,3 +85,22 @@ def test_agent_never_imports_numpy_or_sklearn():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def test_sample_config_shows_every_option():
+    from edge_agent import config as c
+
+    text = (REPO / "deploy" / "agent.sample.yaml").read_text()
+    keys = [
+        *c._TOP_KEYS,
+        *c._BROKER_KEYS,
+        *c._TLS_KEYS,
+        *c._QUEUE_KEYS,
+        *c._HEALTH_KEYS,
+        *c._CLOCK_KEYS,
+        *c._PROFILES_KEYS,
+        *c._DEVICE_KEYS,
+        *(k for keys in c.TRANSPORT_KEYS.values() for k in keys),
+    ]
+    missing = sorted({k for k in keys if f"{k}:" not in text})
+    assert missing == []
