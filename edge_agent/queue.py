@@ -191,14 +191,14 @@ class QueueStore:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.quarantine_max = quarantine_max
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=check_same_thread
             )
             self._setup()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise QueueError(f"cannot open queue {path}: {exc}") from exc
         self._bytes, self._depth, self._urgent = self._totals()
         self._next_seq = int(self._meta("next_seq") or 1)
