@@ -506,6 +506,44 @@ class Processor:
             if len(due) < batch and changed == 0:
                 return handled
 
+    def seed_configured(self, now: int | None = None) -> int:
+        """Create the partitions the config declares and that are not stored yet.
+
+        Runs at start (see ``Detector.configured_keys`` and ``Detector.seed``), so timers
+        run for residents and devices that have not sent anything yet. Seeding raises no
+        alert. Idempotent: stored partitions are left alone. Returns the number created.
+        """
+        now = self.clock.now_ms() if now is None else now
+        sites = {sid: {**s.raw, "timezone": s.timezone} for sid, s in self.config.sites.items()}
+        created = 0
+        with self.store.transaction():
+            self._tx_lines = []
+            for detector in self.detectors:
+                try:
+                    keys = detector.configured_keys(sites, self.config.residents)
+                except Exception:
+                    self.metrics.detector_errors.labels(detector.name).inc()
+                    log.exception("detector %s: configured_keys() failed", detector.name)
+                    continue
+                for key in keys:
+                    if self.store.get_partition(detector.name, key) is not None:
+                        continue
+                    try:
+                        state = detector.seed(key, now, self.ctx)
+                        deadline = detector.deadline(state)
+                    except Exception:
+                        self.metrics.detector_errors.labels(detector.name).inc()
+                        log.exception("detector %s failed seeding %s", detector.name, key)
+                        continue
+                    self.store.put_partition(
+                        detector.name, key, msgspec.json.encode(state), deadline, now
+                    )
+                    created += 1
+            if self.telemetry and self._tx_lines:
+                self.store.spool_add(self._tx_lines, now)
+            self._tx_lines = []
+        return created
+
     def _tick(self, name: str, key: str, now: int) -> None:
         detector = self._by_name.get(name)
         if detector is None:

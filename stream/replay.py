@@ -139,6 +139,38 @@ class OfflineRunner:
             self._schedule(index, key, detector, state)
         return alerts
 
+    def seed(
+        self,
+        now: int,
+        sites: Mapping[str, Mapping[str, Any]],
+        residents: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Create the partitions the config declares (``Detector.configured_keys``) at ``now``.
+
+        Each missing partition gets :meth:`Detector.seed` and its deadline, as the live
+        processor does at start, so a member who never checks in is still expected.
+        """
+        if self.now is None or now > self.now:
+            self.now = now
+        for index, detector in enumerate(self.detectors):
+            try:
+                keys = detector.configured_keys(sites, residents)
+            except Exception:
+                self.errors += 1
+                log.exception("detector %s: configured_keys() failed", detector.name)
+                continue
+            for key in keys:
+                if (index, key) in self.states:
+                    continue
+                try:
+                    state = detector.seed(key, now, self.ctx)
+                except Exception:
+                    self.errors += 1
+                    log.exception("detector %s failed seeding %s", detector.name, key)
+                    continue
+                self.states[(index, key)] = state
+                self._schedule(index, key, detector, state)
+
     def advance(self, now: int) -> list[AlertSignal]:
         """Move the clock to ``now``, ticking every deadline up to and including it."""
         alerts = self._fire(now, inclusive=True)
@@ -655,6 +687,8 @@ def main(argv: list[str]) -> int:
             printed += 1
 
     try:
+        if loaded.events:
+            runner.seed(loaded.events[0].time, config.sites, config.residents)
         for event in loaded.events:
             emit(runner.feed(event))
         end = until if until is not None else runner.now

@@ -139,6 +139,7 @@ class StreamService:
 
     # --- loops --------------------------------------------------------------------------
     async def _timers(self) -> None:
+        self.processor.seed_configured()
         while not self.stop_event.is_set():
             self.timer_wake.clear()
             handled = self.processor.run_due()

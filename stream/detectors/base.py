@@ -16,7 +16,11 @@ Hooks, and when the runtime calls them:
 - :meth:`Detector.tick` for a partition when wall-clock (or simulated) time reaches
   :meth:`Detector.deadline` of its state, also when no data arrives, also for a deadline
   that passed while the processor was down (it fires on restart);
-- :meth:`Detector.initial_state` for a partition never seen before.
+- :meth:`Detector.initial_state` for a partition never seen before;
+- :meth:`Detector.configured_keys` once at start: partitions the configuration declares
+  before any event arrives (a day-care member who has never checked in yet). The runtime
+  creates each missing one with :meth:`Detector.seed` and arms its :meth:`deadline`, so
+  its timers run even for a resident or device that has never sent anything.
 
 Gateway status (online/offline, from the retained status topic and its last will) and
 the gateway's device health reach detectors as synthetic events of ``kind="gateway"``:
@@ -130,3 +134,20 @@ class Detector(ABC, Generic[S]):
     def deadline(self, state: S) -> int | None:
         """When :meth:`tick` must next run for this partition (ms UTC), or None."""
         return None
+
+    def configured_keys(
+        self, sites: Mapping[str, Mapping[str, Any]], residents: Mapping[str, Mapping[str, Any]]
+    ) -> list[str]:
+        """Partitions the config declares before any event (see the module docstring).
+
+        ``sites`` and ``residents`` are the config's sections; default: none.
+        """
+        return []
+
+    def seed(self, key: str, now: int, ctx: DetectorContext) -> S:
+        """State of a configured partition created at ``now`` (default: initial state).
+
+        Seeding raises nothing: a processor that starts (or a member added to the config)
+        after a deadline of today must not alert for what happened before it watched.
+        """
+        return self.initial_state(key)

@@ -123,6 +123,8 @@ class MemberState(msgspec.Struct, kw_only=True):
     #: Open alert (for ``day``) and next check, ms UTC (0 = none).
     alerted: bool = False
     due: int = 0
+    #: A local day not watched: watching began after that day's expected time.
+    unwatched_day: int = -1
 
 
 class NoShowDetector(Detector[MemberState]):
@@ -148,6 +150,44 @@ class NoShowDetector(Detector[MemberState]):
 
     def deadline(self, state: MemberState) -> int | None:
         return state.due or None
+
+    def configured_keys(
+        self, sites: Mapping[str, Mapping[str, Any]], residents: Mapping[str, Mapping[str, Any]]
+    ) -> list[str]:
+        """Members with a fixed ``daycare`` schedule, watched from the first day on.
+
+        Without this a member who never checked in would never be expected anywhere. The
+        site is ``daycare.site``, else the only site of ``type: center`` in the config.
+        """
+        centers = [sid for sid, cfg in sites.items() if cfg.get("type") == "center"]
+        keys: list[str] = []
+        for rid, cfg in residents.items():
+            daycare = cfg.get("daycare")
+            if not isinstance(daycare, Mapping) or "by" not in daycare:
+                continue
+            site = daycare.get("site") or (centers[0] if len(centers) == 1 else None)
+            if not isinstance(site, str):
+                log.warning(
+                    "residents.%s.daycare: no 'site' and not exactly one center site; "
+                    "the member is watched after a first check-in only",
+                    rid,
+                )
+                continue
+            keys.append(f"{site}/{rid}")
+        return keys
+
+    def seed(self, key: str, now: int, ctx: DetectorContext) -> MemberState:
+        """A configured member, watched from ``now`` on: today only if not already late."""
+        state = self.initial_state(key)
+        opts = self._options(ctx, state)
+        lt = self._local(ctx, state.site)
+        state.day = lt.day(now)
+        expected = self._expected(state, state.day, ctx, lt, opts)
+        if expected is not None and expected[0] <= now:
+            # Whether they came today before we watched is unknown: do not guess.
+            state.unwatched_day = state.day
+        self._schedule(state, now, ctx, lt, opts)
+        return state
 
     # --- events -------------------------------------------------------------------------
     def step(
@@ -197,6 +237,7 @@ class NoShowDetector(Detector[MemberState]):
             expected is not None
             and state.checkin_min < 0
             and not state.alerted
+            and state.day != state.unwatched_day
             and now >= expected[0]
             and not ctx.is_absent(state.resident, now)
         ):
@@ -227,6 +268,8 @@ class NoShowDetector(Detector[MemberState]):
         first = max(state.day, day - MAX_ROLL_DAYS)
         for d in range(first, day):
             attended = d == state.day and state.checkin_min >= 0
+            if d == state.unwatched_day and not attended:
+                continue  # not watched that day: it says nothing of their habit
             noon = lt.at(d, 12 * 60)
             if not attended and (calendar.span(d) is None or ctx.is_absent(state.resident, noon)):
                 continue

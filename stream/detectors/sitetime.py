@@ -232,9 +232,11 @@ def _as_date(value: Any, option: str) -> date:
 
 
 def weekday_set(value: Any, option: str) -> set[int]:
-    """Weekday indexes (0 = Monday) of a config list such as ``[mon, wed, fri]``."""
+    """Weekday indexes (0 = Monday) of a config list such as ``[mon, wed, fri]``, or ``all``."""
+    if value == "all":
+        return set(range(7))
     if not isinstance(value, list):
-        raise ConfigError("must be a list of weekdays (mon..sun)", path=option)
+        raise ConfigError("must be a list of weekdays (mon..sun) or 'all'", path=option)
     return {_weekday_index(v, option) for v in value}
 
 

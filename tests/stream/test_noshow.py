@@ -171,3 +171,31 @@ def test_one_late_morning_does_not_delay_the_alert() -> None:
     # Day 28 (raised at 09:48, before the late check-in), then day 35 at the second latest
     # of 09:00, 09:03, 09:06, 09:00, 11:30 plus 45 min, not at 11:30 + 45 min.
     assert raises == [28 * 24 + 9.8, 35 * 24 + 9.85]
+
+
+def test_configured_member_is_watched_before_any_checkin() -> None:
+    """``daycare`` in the config: expected from the start, never alerted for a past time."""
+    member = {"daycare": {"site": SITE, "days": "all", "by": "09:30"}}
+    ctx = ConfigContext({SITE: {**CENTER, "type": "center"}}, {"m-1": member})
+    detector = NoShowDetector()
+    assert detector.configured_keys({SITE: {"type": "center"}}, {"m-1": member}) == [f"{SITE}/m-1"]
+    # Watching starts Monday 08:00: the alert comes at 09:30 without any event.
+    runner = OfflineRunner([detector], ctx)
+    runner.seed(MON + 8 * H, {SITE: CENTER}, {"m-1": member})
+    assert summary(runner.advance(MON + 10 * H)) == [("raise", 9.5)]
+    # Watching starts Monday 11:00, after 09:30: nothing that day, Tuesday 09:30 alerts.
+    runner = OfflineRunner([NoShowDetector()], ctx)
+    runner.seed(MON + 11 * H, {SITE: CENTER}, {"m-1": member})
+    assert [a.action for a in runner.advance(MON + 23 * H)] == []
+    assert summary(runner.advance(MON + D + 10 * H)) == [("raise", 24 + 9.5)]
+    assert runner.errors == 0
+
+
+def test_the_only_center_is_the_default_daycare_site() -> None:
+    member = {"daycare": {"by": "09:30"}}
+    detector = NoShowDetector()
+    one = {"c1": {"type": "center"}, "home-1": {}}
+    assert detector.configured_keys(one, {"m-1": member}) == ["c1/m-1"]
+    two = {"c1": {"type": "center"}, "c2": {"type": "center"}}
+    assert detector.configured_keys(two, {"m-1": member}) == []
+    assert detector.configured_keys(one, {"m-2": {"lives_alone": True}}) == []

@@ -320,3 +320,29 @@ def test_a_second_processor_on_the_same_database_is_refused(tmp_path: Path) -> N
         StateStore(tmp_path / "s.sqlite")
     first.close()
     StateStore(tmp_path / "s.sqlite").close()  # free again once the first is gone
+
+
+def test_configured_member_who_never_checked_in_is_expected(tmp_path: Path) -> None:
+    """A day-care member in the config is watched from the start, with no event at all."""
+    from stream.detectors.noshow import NoShowDetector
+
+    doc = {
+        **CONFIG,
+        "sites": {
+            "center-1": {"timezone": "UTC", "quiet_hours": False, "type": "center",
+                         "opening_hours": "08:00-17:00", "opening_days": "all"},
+        },
+        "residents": {"ma": {"daycare": {"days": "all", "by": "09:30"}}},
+    }  # fmt: skip
+    config = parse_config(doc)
+    store = StateStore(tmp_path / "s.sqlite")
+    clock = ManualClock(T0 + 8 * 3_600_000)  # 08:00 UTC, the center just opened
+    proc = Processor(config, store, clock, [NoShowDetector()])
+    assert proc.seed_configured() == 1
+    assert proc.seed_configured() == 0  # idempotent: a restart does not reset the member
+    assert proc.next_deadline() == T0 + 9 * 3_600_000 + 30 * 60_000
+    assert proc.run_due(T0 + 9 * 3_600_000) == 0
+    proc.run_due(T0 + 10 * 3_600_000)
+    [alert] = store.open_alerts()
+    assert (alert.condition, alert.subject, alert.site) == ("noshow", "ma", "center-1")
+    store.close()
