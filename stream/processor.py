@@ -475,27 +475,27 @@ class Processor:
         return Outcome()
 
     # --- timers -------------------------------------------------------------------------
-    def next_deadline(self) -> int | None:
-        """The earliest detector or alert timer."""
-        times = [
-            t
-            for t in (self.store.next_partition_deadline(), self.alerts.next_deadline())
-            if t is not None
-        ]
+    def next_deadline(self, *, detectors: bool = True) -> int | None:
+        """The earliest detector or alert timer (alert timers only with ``detectors=False``)."""
+        partitions = self.store.next_partition_deadline() if detectors else None
+        times = [t for t in (partitions, self.alerts.next_deadline()) if t is not None]
         return min(times) if times else None
 
-    def run_due(self, now: int | None = None, batch: int = 500) -> int:
+    def run_due(self, now: int | None = None, batch: int = 500, *, detectors: bool = True) -> int:
         """Fire every detector deadline and alert timer at or before ``now``.
 
         Deadlines that passed while the processor was down fire here on the first run
-        after a restart. Returns the number of partitions and alerts handled.
+        after a restart. With ``detectors=False`` only alert timers (escalations,
+        reminders) run: the runtime holds detector timers back while ingest is not live
+        (see ``StreamService.detectors_live``). Returns the number of partitions and
+        alerts handled.
         """
         now = self.clock.now_ms() if now is None else now
         handled = 0
         while True:
             with self.store.transaction():
                 self._tx_lines = []
-                due = self.store.due_partitions(now, batch)
+                due = self.store.due_partitions(now, batch) if detectors else []
                 for name, key, _deadline in due:
                     self._tick(name, key, now)
                 changed = self.alerts.tick(now)

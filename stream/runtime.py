@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,11 @@ from stream.telemetry.sink import LineWriter, TelemetrySink
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 3600.0
+#: Ingest has caught up with the broker's backlog after this long without a message...
+CATCHUP_QUIET_S = 1.0
+#: ...or this long after connecting, whichever comes first (a steady load never pauses).
+CATCHUP_MAX_S = 15.0
+CATCHUP_POLL_S = 0.25
 
 
 def make_writer(config: StreamConfig) -> LineWriter:
@@ -113,11 +119,37 @@ class StreamService:
         self.stop_event = asyncio.Event()
         self.timer_wake = asyncio.Event()
         self.started = asyncio.Event()
+        self._link_up = False
+        self._catching_up = True
+        self._connected_at = 0.0
+        self._last_message = 0.0
 
     # --- wiring callbacks ---------------------------------------------------------------
     def _handle(self, topic: str, payload: bytes) -> None:
+        self._last_message = time.monotonic()
         self.processor.handle_message(topic, payload)
         self.kick()
+
+    def detectors_live(self) -> bool:
+        """True when detector timers may fire: ingest is connected and has caught up.
+
+        A silence is only a silence if carewatch could have heard the noise. While the
+        central broker is unreachable no event arrives from any gateway, and after a
+        (re)connect the broker first delivers what it queued for the persistent session:
+        an inactivity or no-show timer that fired in either case would raise a false
+        alarm for every resident at once. So detector deadlines wait (they are kept, and
+        fire late rather than never) until the link is up and the backlog is drained: no
+        message for ``CATCHUP_QUIET_S``, or ``CATCHUP_MAX_S`` after connecting under
+        steady load. Alert timers (escalations, reminders) never wait.
+        """
+        if not self._link_up:
+            return False
+        if self._catching_up:
+            now = time.monotonic()
+            quiet = now - max(self._last_message, self._connected_at) >= CATCHUP_QUIET_S
+            if quiet or now - self._connected_at >= CATCHUP_MAX_S:
+                self._catching_up = False
+        return not self._catching_up
 
     def kick(self) -> None:
         """Something changed: re-check timers and the outbox now."""
@@ -126,7 +158,10 @@ class StreamService:
 
     def _mqtt_state(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
+        self._link_up = connected
         if connected:
+            self._connected_at = time.monotonic()
+            self._catching_up = True
             # Alert-topic rows waiting (with backoff) for the broker: send them now.
             with self.store.transaction():
                 self.store.retry_now("mqtt", self.clock.now_ms())
@@ -142,18 +177,23 @@ class StreamService:
         self.processor.seed_configured()
         while not self.stop_event.is_set():
             self.timer_wake.clear()
-            handled = self.processor.run_due()
+            live = self.detectors_live()
+            handled = self.processor.run_due(detectors=live)
             if handled:
                 self.sender.wake.set()
                 continue
-            deadline = self.processor.next_deadline()
-            waiter = asyncio.ensure_future(self.clock.wait_until(deadline, self.timer_wake))
-            stopper = asyncio.ensure_future(self.stop_event.wait())
+            deadline = self.processor.next_deadline(detectors=live)
+            waits = {
+                asyncio.ensure_future(self.clock.wait_until(deadline, self.timer_wake)),
+                asyncio.ensure_future(self.stop_event.wait()),
+            }
+            if not live:  # look again soon: catching up ends without an event to wake us
+                waits.add(asyncio.ensure_future(asyncio.sleep(CATCHUP_POLL_S)))
             try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                waiter.cancel()
-                stopper.cancel()
+                for waiter in waits:
+                    waiter.cancel()
 
     async def _housekeeping(self) -> None:
         while not self.stop_event.is_set():
