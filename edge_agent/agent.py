@@ -32,7 +32,7 @@ from device_profiles.profiles import ProfileRegistry
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.health import DeviceHealth, Transition, cpu_temperature
-from edge_agent.ingest import Bound, Ingest
+from edge_agent.ingest import Bound, Ingest, SeenMessages
 from edge_agent.queue import EventQueue
 from edge_agent.sources import Source
 from edge_agent.uplink import Uplink
@@ -146,6 +146,7 @@ class Agent:
         corrections: list[int] = []
         clock.on_trusted = corrections.append
         states = await queue.call(queue.store.states)
+        seen = await queue.call(queue.store.seen_digests)
         self.ingest = ingest = Ingest(
             cfg,
             queue,
@@ -155,6 +156,7 @@ class Agent:
             states=states,
             on_transition=self._on_transition,
         )
+        ingest.seen_messages = SeenMessages(seen)
         self.uplink = uplink = Uplink(cfg, queue, self.heartbeat)
         uplink_task = asyncio.create_task(uplink.run(), name="uplink")
         self._start_sources()
@@ -375,6 +377,8 @@ class Agent:
                 "sent": counters.get("sent", 0),
             },
             "drops": drops,
+            # site messages delivered again by their broker and recognized as stored
+            "redeliveries_skipped": counters.get("site_redeliveries_skipped", 0),
             "decode_errors": decode_errors,
             "devices": self.health.snapshot(),
             "sources": {

@@ -11,8 +11,10 @@ it never stops a source.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from device_profiles.codecs import Codec, Reading, codec_for
@@ -22,7 +24,15 @@ from device_profiles.profiles import Profile, ProfileRegistry
 from edge_agent.clock import Clock, Stamp
 from edge_agent.config import AgentConfig, DeviceConfig
 from edge_agent.health import DeviceHealth, Transition
-from edge_agent.queue import AppendResult, Draft, EventQueue, JsonState, Priority, QuarantineEntry
+from edge_agent.queue import (
+    SEEN_MAX,
+    AppendResult,
+    Draft,
+    EventQueue,
+    JsonState,
+    Priority,
+    QuarantineEntry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,37 @@ DEVICE_HEALTH = "device_health"
 MAX_DEVICE_AHEAD_MS = 24 * 3600 * 1000
 _LOG_FIRST = 5
 _LOG_EVERY = 100
+
+
+def message_digest(topic: str, payload: bytes) -> int:
+    """A 64-bit signed digest of a site message (fits an SQLite INTEGER)."""
+    h = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=8).digest()
+    return int.from_bytes(h, "big", signed=True)
+
+
+class SeenMessages:
+    """The newest stored site messages (digests), to recognize a broker's redelivery."""
+
+    def __init__(self, digests: Iterable[int] = (), cap: int = SEEN_MAX) -> None:
+        self._order: deque[int] = deque(maxlen=cap)
+        self._set: set[int] = set()
+        for d in digests:
+            self.add(d)
+
+    def add(self, digest: int) -> None:
+        """Remember a stored message."""
+        if digest in self._set:
+            return
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(digest)
+        self._set.add(digest)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._set
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +111,8 @@ class Ingest:
         self.devices: dict[str, Bound] = {}
         self._fault_counts: dict[tuple[str, str], int] = {}
         self.received = 0  # readings turned into drafts (committed or not)
+        #: Site messages already stored (shared by MQTT sources, kept across reloads).
+        self.seen_messages = SeenMessages()
         self.configure(config)
 
     def configure(self, config: AgentConfig) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,8 @@ T = TypeVar("T")
 
 #: Bytes charged per queued row on top of its payload (row header, index entry).
 ROW_OVERHEAD = 48
+#: How many stored site messages are remembered to recognize redeliveries.
+SEEN_MAX = 4096
 _SCHEMA_VERSION = 1
 _DROP_CHUNK = 512
 
@@ -238,6 +241,10 @@ class QueueStore:
                 " state TEXT NOT NULL)"
             )
             db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_messages (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " digest INTEGER NOT NULL UNIQUE)"
+            )
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " time_ms INTEGER NOT NULL, device TEXT NOT NULL, fault TEXT NOT NULL,"
                 " detail TEXT NOT NULL, raw BLOB NOT NULL)"
@@ -295,15 +302,18 @@ class QueueStore:
         self,
         drafts: Sequence[Draft],
         states: Mapping[str, JsonState] | None = None,
+        *,
         counters: Mapping[str, int] | None = None,
         quarantine: Sequence[QuarantineEntry] = (),
         now_ms: int | None = None,
+        seen: Sequence[int] = (),
     ) -> AppendResult:
         """Store drafts as Events with the next seqs, in ONE transaction.
 
-        ``states`` (device -> codec state), ``counters`` (name -> increment) and
-        ``quarantine`` entries are written in the same transaction, so they are exactly
-        as durable as the Events derived alongside them.
+        ``states`` (device -> codec state), ``counters`` (name -> increment),
+        ``quarantine`` entries and ``seen`` (digests of the site messages these events
+        came from, see :meth:`seen_digests`) are written in the same transaction, so
+        they are exactly as durable as the Events derived alongside them.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         events: list[Event] = []
@@ -367,6 +377,15 @@ class QueueStore:
             self._bump(bumps)
             if quarantine:
                 self._quarantine(quarantine)
+            if seen:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO seen_messages (digest) VALUES (?)",
+                    [(d,) for d in seen],
+                )
+                self._db.execute(
+                    "DELETE FROM seen_messages WHERE id <= (SELECT MAX(id) FROM seen_messages) - ?",
+                    (SEEN_MAX,),
+                )
         self._next_seq = seq
         return AppendResult(events, rejected, dropped)
 
@@ -574,6 +593,15 @@ class QueueStore:
                 log.warning("%s: stored codec state is unreadable; starting afresh", device)
         return out
 
+    def seen_digests(self) -> list[int]:
+        """Digests of the newest stored site messages, oldest first.
+
+        A site broker delivers a QoS 1 message again (flagged DUP) when it did not get
+        the PUBACK, e.g. when the agent died between storing the events and sending it;
+        the MQTT source drops such a message when its digest is here.
+        """
+        return [int(d) for (d,) in self._db.execute("SELECT digest FROM seen_messages ORDER BY id")]
+
     def counters(self) -> dict[str, int]:
         """All persisted counters."""
         return {str(k): int(v) for k, v in self._db.execute("SELECT name, value FROM counters")}
@@ -626,6 +654,7 @@ class _Pending:
     counters: dict[str, int]
     quarantine: list[QuarantineEntry]
     future: asyncio.Future[AppendResult]
+    seen: list[int]
 
 
 class EventQueue:
@@ -690,6 +719,7 @@ class EventQueue:
         states: Mapping[str, JsonState] | None = None,
         counters: Mapping[str, int] | None = None,
         quarantine: Sequence[QuarantineEntry] = (),
+        seen: Sequence[int] = (),
     ) -> asyncio.Future[AppendResult]:
         """Queue drafts for the next group commit; the future resolves once on disk.
 
@@ -701,7 +731,7 @@ class EventQueue:
         p = self._pending
         if p is None:
             fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-            p = self._pending = _Pending([], {}, {}, [], fut)
+            p = self._pending = _Pending([], {}, {}, [], fut, [])
         p.drafts.extend(drafts)
         if states:
             p.states.update(states)
@@ -710,6 +740,8 @@ class EventQueue:
                 p.counters[k] = p.counters.get(k, 0) + v
         if quarantine:
             p.quarantine.extend(quarantine)
+        if seen:
+            p.seen.extend(seen)
         self._pending_count += len(drafts)
         if self._pending_count >= self._max_pending:
             self._room.clear()
@@ -739,12 +771,14 @@ class EventQueue:
             self._room.set()
             try:
                 result = await self.call(
-                    self.store.append,
-                    batch.drafts,
-                    batch.states,
-                    batch.counters,
-                    batch.quarantine,
-                    None,
+                    functools.partial(
+                        self.store.append,
+                        batch.drafts,
+                        batch.states,
+                        counters=batch.counters,
+                        quarantine=batch.quarantine,
+                        seen=batch.seen,
+                    )
                 )
             except Exception as exc:  # disk full, I/O error: tell every waiter
                 log.error("queue: commit of %d events failed: %s", len(batch.drafts), exc)

@@ -10,6 +10,10 @@ filter serves several devices the codec's ``Reading.source`` picks the device.
 Delivery: the source keeps a persistent session (fixed client id, clean_session off)
 and acknowledges a QoS 1 message only after the Events it produced are on disk, so a
 message the agent had not stored when it died is delivered again by the local broker.
+A redelivery (DUP flag) of a message that *was* stored (the agent died, or the
+connection was taken over, between the commit and the PUBACK) is recognized by its
+digest, kept with the events in the same transaction, and skipped (counted as
+``site_redeliveries_skipped``), so it does not become a second Event with a new seq.
 A local broker restart ends the session with an error; the agent reconnects with
 backoff and the other sources keep running.
 """
@@ -28,7 +32,7 @@ from device_profiles.codecs import MqttMessage, Reading
 from device_profiles.errors import CarewatchError, DecodeError
 from device_profiles.topics import matches
 from edge_agent.config import BrokerConfig
-from edge_agent.ingest import Bound, Ingest
+from edge_agent.ingest import Bound, Ingest, SeenMessages, message_digest
 from edge_agent.queue import AppendResult
 from edge_agent.sources import Source
 
@@ -82,6 +86,7 @@ class MqttSource(Source):
                     self.exact.setdefault(topic, []).append(d)
         self.messages = 0
         self.unrouted = 0
+        self.redeliveries = 0
 
     def route(self, topic: str) -> tuple[list[Bound], bool]:
         """Devices a message on ``topic`` may belong to, and whether the topic alone
@@ -100,6 +105,18 @@ class MqttSource(Source):
         # switch for this, so it is set on its paho client before connecting.
         paho = client._client
         paho.manual_ack_set(True)
+        # aiomqtt's Message drops the DUP flag: note it from paho's message first.
+        dup_mids: set[int] = set()
+        deliver = paho.on_message
+        assert deliver is not None  # set by aiomqtt
+
+        def on_message(c: Any, userdata: Any, m: Any) -> None:
+            if m.dup and m.qos > 0:
+                dup_mids.add(m.mid)
+            deliver(c, userdata, m)
+
+        paho.on_message = on_message
+        seen = self.ingest.seen_messages
         async with client:
             # paho reads a packet a few bytes per recv() call: read 64 KiB at a time.
             paho._sock = _BufferedReads(paho._sock)
@@ -110,7 +127,7 @@ class MqttSource(Source):
             # aiomqtt's iterator costs a task per message; under load, take what is
             # already queued in one go (same order), which also feeds bigger commits.
             pending: asyncio.Queue[aiomqtt.Message] = client._queue
-            acks: list[tuple[int, int]] = []
+            acks: list[tuple[int, int, int]] = []
             acks_for: asyncio.Future[AppendResult] | None = None
             try:
                 async for first in client.messages:
@@ -118,26 +135,43 @@ class MqttSource(Source):
                     message: aiomqtt.Message | None = first
                     n = 0
                     while message is not None:
-                        fut = self.handle(str(message.topic), message.payload, message.retain)
-                        if message.qos > 0:
+                        topic = str(message.topic)
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        if message.qos == 0:
+                            self.handle(topic, payload, message.retain)
+                        else:
+                            digest = message_digest(topic, payload)
+                            if message.mid in dup_mids:
+                                dup_mids.discard(message.mid)
+                                if digest in seen:  # stored before the PUBACK got lost
+                                    self.redeliveries += 1
+                                    self.ingest.queue.submit(
+                                        [], counters={"site_redeliveries_skipped": 1}
+                                    )
+                                    paho.ack(message.mid, message.qos)
+                                    message = _next(pending)
+                                    continue
+                            fut = self.handle(topic, payload, message.retain)
+                            self.ingest.queue.submit([], seen=[digest])  # same commit
                             if fut is not acks_for:  # a new group commit: a new ack list
                                 acks, acks_for = [], fut
-                                fut.add_done_callback(_acker(paho, acks))
-                            acks.append((message.mid, message.qos))
+                                fut.add_done_callback(_acker(paho, acks, seen))
+                            acks.append((message.mid, message.qos, digest))
                         n += 1
                         if n % 256 == 0:  # let the writer and the uplink run
                             await self.ingest.queue.wait_for_room()
                             await asyncio.sleep(0)
-                        try:
-                            message = pending.get_nowait()
-                        except asyncio.QueueEmpty:
-                            message = None
+                        message = _next(pending)
             finally:
                 # Stopping (reload, shutdown): acknowledge what is being stored before
                 # disconnecting, or the site broker would deliver it again.
-                if acks_for is not None and not acks_for.done():
-                    await asyncio.wait([acks_for], timeout=5)
-                    await asyncio.sleep(0)  # let the ack callback run
+                if acks_for is not None:
+                    if not acks_for.done():
+                        await asyncio.wait([acks_for], timeout=5)
+                    # Its done-callback may still be scheduled: ack now (it then finds
+                    # nothing left to do), before the disconnect is queued.
+                    if acks_for.done():
+                        _acker(paho, acks, seen)(acks_for)
 
     def handle(
         self, topic: str, payload: Any, retain: bool = False
@@ -190,11 +224,24 @@ def _by_source(devices: Sequence[Bound], source: str | None) -> Bound | None:
     return None
 
 
-def _acker(paho: Any, acks: list[tuple[int, int]]) -> Any:
+def _next(pending: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Message | None:
+    try:
+        return pending.get_nowait()
+    except asyncio.QueueEmpty:
+        return None
+
+
+def _acker(paho: Any, acks: list[tuple[int, int, int]], seen: SeenMessages) -> Any:
+    """A done-callback acknowledging ``acks`` once their commit succeeded (once)."""
+
     def ack(fut: asyncio.Future[AppendResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return  # not stored: let the broker deliver them again
-        for mid, qos in acks:
+        done = list(acks)
+        acks.clear()
+        for _, _, digest in done:
+            seen.add(digest)
+        for mid, qos, _ in done:
             try:
                 paho.ack(mid, qos)
             except Exception:  # connection gone: the broker redelivers

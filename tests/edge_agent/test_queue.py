@@ -234,3 +234,20 @@ async def test_event_queue_group_commits(tmp_path):
     assert await q.ack(batch.seqs) == 50
     assert (await q.stats()).depth == 0
     await q.close()
+
+
+def test_seen_site_messages_persist_with_the_events(tmp_path):
+    from edge_agent.ingest import SeenMessages, message_digest
+
+    q = store(tmp_path)
+    d1, d2 = message_digest("z2m/a", b"{}"), message_digest("z2m/b", b"{}")
+    assert d1 != d2 and -(2**63) <= d1 < 2**63
+    q.append([draft(0)], seen=[d1, d2])
+    q.close()
+    q = store(tmp_path)
+    assert q.seen_digests() == [d1, d2]
+    seen = SeenMessages(q.seen_digests(), cap=2)
+    assert d1 in seen and d2 in seen
+    seen.add(d1)  # already there: nothing changes
+    seen.add(99)  # the oldest is forgotten
+    assert d1 not in seen and d2 in seen and 99 in seen and len(seen) == 2
