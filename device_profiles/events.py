@@ -117,8 +117,8 @@ def decode_event(data: bytes | str) -> Event:
     """Parse and validate one Event; raises :class:`EventError` on anything wrong."""
     try:
         return _event_decoder.decode(data).checked()
-    except msgspec.DecodeError as exc:  # covers ValidationError
-        raise EventError(f"malformed event: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:  # covers ValidationError
+        raise EventError(f"malformed event: {exc}") from None
 
 
 def encode_batch(events: Iterable[Event]) -> bytes:
@@ -130,8 +130,10 @@ def decode_batch(data: bytes | str) -> list[Event]:
     """Parse and validate a batch; raises :class:`EventError` naming the bad event."""
     try:
         batch = _batch_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise EventError(f"malformed event batch: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        # RecursionError: a deeply nested document in an unknown field (tolerated fields
+        # are still parsed). Garbage like any other, never a crash of the reader.
+        raise EventError(f"malformed event batch: {exc}") from None
     for i, event in enumerate(batch.events):
         try:
             event.checked()

@@ -222,7 +222,8 @@ class ChirpStackPendantCodec(PendantCodecBase):
             return []
         try:
             doc = msgspec.json.decode(raw.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # Very deep nesting raises RecursionError: garbage like any other.
             raise DecodeError(device, "json", str(exc)) from None
         if not isinstance(doc, dict):
             raise DecodeError(

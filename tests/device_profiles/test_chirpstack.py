@@ -262,3 +262,13 @@ def test_no_bytes_or_topic_crash_decode(payload: bytes, topic: str) -> None:
     for t in (topic, TOPIC):
         with contextlib.suppress(DecodeError):
             codec().decode(MqttMessage(t, payload), "lora")
+
+
+def test_deeply_nested_json_is_a_decode_error() -> None:
+    # Parsing it overflows the recursion limit: that must be a fault, not a crash of the
+    # agent's MQTT source (the message would be redelivered after every restart).
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    topic = "application/app/device/0101010101010101/event/up"
+    with pytest.raises(DecodeError) as info:
+        codec().decode(MqttMessage(topic, deep), "lora")
+    assert info.value.fault == "json"

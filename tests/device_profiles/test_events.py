@@ -134,3 +134,11 @@ values_strategy = st.dictionaries(
 def test_any_valid_event_round_trips(values: dict[str, object], seq: int) -> None:
     event = make(values=values, seq=seq)
     assert decode_event(encode_event(event)) == event
+
+
+def test_deeply_nested_garbage_is_an_event_error() -> None:
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(EventError):
+        decode_batch(deep)
+    with pytest.raises(EventError):
+        decode_event(deep)
