@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -193,14 +195,19 @@ async def _watch(
     printer: Printer,
     seen: dict[int, Event],
     alerts: dict[str, dict[str, Any]],
+    online: asyncio.Event,
 ) -> None:
     async with aiomqtt.Client(broker.host, broker.port, identifier="carewatch-demo-watch") as c:
         await c.subscribe(f"{ROOT}/+/+/events", qos=1)
+        await c.subscribe(f"{ROOT}/+/+/status", qos=1)
         await c.subscribe(f"{ROOT}/+/alerts/+", qos=1)
         async for message in c.messages:
             topic = str(message.topic)
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            if topic.endswith("/events"):
+            if topic.endswith("/status"):
+                if payload.startswith(b"online") or b'"online"' in payload:
+                    online.set()
+            elif topic.endswith("/events"):
                 try:
                     events = decode_batch(payload)
                 except EventError as exc:
@@ -246,6 +253,26 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(5)
 
 
+def _stream_connected(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            return bool(json.load(answer).get("mqtt_connected"))
+    except (OSError, ValueError):
+        return False
+
+
+async def _ready(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], timeout_s: float = 60.0
+) -> bool:
+    """Poll ``check`` (in a thread: it may block) until true, ``proc`` exits or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if await asyncio.to_thread(check):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 def _matches(expect_condition: str, expect_subject: str, alert: dict[str, Any]) -> bool:
     details = alert.get("details") or {}
     conditions = {str(alert.get("condition", "")), str(details.get("trigger", ""))}
@@ -288,16 +315,21 @@ async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         (workdir / "stream.yaml").write_text(
             yaml.safe_dump(stream_config(scenario, broker, influx, workdir), sort_keys=False)
         )
-        watcher = asyncio.create_task(_watch(broker, printer, seen, alerts))
-        stream = spawn(
-            ["stream", "--config", str(workdir / "stream.yaml")], workdir / "stream.log"
-        )
+        online = asyncio.Event()
+        watcher = asyncio.create_task(_watch(broker, printer, seen, alerts, online))
+        api_port = int(yaml.safe_load((workdir / "stream.yaml").read_text())["api"]["port"])
+        stream = spawn(["stream", "--config", str(workdir / "stream.yaml")], workdir / "stream.log")
+        # The stream first: its persistent session must exist before the agent publishes.
+        if not await _ready(lambda: _stream_connected(api_port), stream):
+            printer.note(f"the stream processor did not start: see {workdir / 'stream.log'}")
+            return 1
         agent = spawn(["agent", "--config", str(workdir / "agent.yaml")], workdir / "agent.log")
-        await asyncio.sleep(3.0)  # agent connects, opens ports, subscribes
-        for name, proc in (("agent", agent), ("stream", stream)):
-            if proc.poll() is not None:
-                printer.note(f"{name} exited early: see {workdir / (name + '.log')}")
-                return 1
+        if not await _ready(online.is_set, agent):
+            printer.note(f"the agent did not come online: see {workdir / 'agent.log'}")
+            return 1
+        # The agent announces itself once connected centrally; its site-broker
+        # subscriptions and serial ports open alongside: give them a moment.
+        await asyncio.sleep(1.0)
         printer.note(f"playing scenario {scenario.name!r} ({scenario.duration:.0f} s)")
         await sims.play(time_scale=args.time_scale)
         await asyncio.sleep(args.linger)

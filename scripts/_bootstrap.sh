@@ -23,11 +23,10 @@ cw_die() { printf 'carewatch: error: %s\n' "$*" >&2; exit 1; }
 cw_is_root() { [ "$(id -u)" = 0 ]; }
 
 cw_apt_install() {
-    # Only ever called as root; never stops or reconfigures a running service.
+    # Only ever called as root; never stops or reconfigures a running service. Returns
+    # non-zero when apt fails: the caller says what that means.
     cw_say "installing Debian packages: $*"
-    apt-get update -q || cw_die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" \
-        || cw_die "apt-get install $* failed"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
 # Pick an interpreter >= 3.11: $CAREWATCH_PYTHON, else python3, else python3.13..3.11.
@@ -50,18 +49,22 @@ cw_have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]
 }
 
+# cw_ensure_servers [optional-influxdb]: the tests need both servers; the demo runs
+# without InfluxDB (no telemetry) when it is missing and cannot be installed.
 cw_ensure_servers() {
-    local missing=()
+    local influx_optional="${1:-}" missing=()
     cw_have mosquitto || missing+=(mosquitto)
     cw_have influxd || missing+=(influxdb)
     [ "${#missing[@]}" -eq 0 ] && return 0
     if cw_is_root; then
-        cw_apt_install "${missing[@]}"
+        cw_apt_install "${missing[@]}" || cw_die "apt-get install ${missing[*]} failed"
         cw_have mosquitto || cw_die "mosquitto is still missing after installing the package"
         cw_have influxd || cw_die "influxd is still missing after installing the package"
+    elif [ -n "$influx_optional" ] && cw_have mosquitto; then
+        cw_say "InfluxDB is not installed (Debian package influxdb): running without telemetry"
     else
         cw_die "missing Debian package(s): ${missing[*]}. Install them with
-    sudo apt-get install -y mosquitto influxdb
+    sudo apt-get install -y ${missing[*]}
 or run this script as root, which installs them."
     fi
 }
@@ -81,9 +84,9 @@ cw_ensure_venv() {
             pkgs="python3-venv python${ver}-venv"
             if cw_is_root && command -v apt-get >/dev/null 2>&1; then
                 # shellcheck disable=SC2086
-                cw_apt_install $pkgs || true
+                cw_apt_install $pkgs || cw_say "could not install $pkgs; trying anyway"
                 "$CAREWATCH_PY" -m venv "$CAREWATCH_VENV" \
-                    || cw_die "could not create a virtualenv with $CAREWATCH_PY"
+                    || cw_die "could not create a virtualenv with $CAREWATCH_PY: install python3-venv"
             else
                 cw_die "could not create a virtualenv with $CAREWATCH_PY: install the Debian package python3-venv (or python${ver}-venv)"
             fi
@@ -113,9 +116,9 @@ cw_ensure_venv() {
     printf '%s\n' "$want" >"$stamp"
 }
 
-# Everything both scripts need, in order.
+# Everything both scripts need, in order. cw_bootstrap optional-influxdb: see above.
 cw_bootstrap() {
     cw_find_python
-    cw_ensure_servers
+    cw_ensure_servers "${1:-}"
     cw_ensure_venv
 }

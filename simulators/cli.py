@@ -22,7 +22,7 @@ from contextlib import suppress
 
 from device_profiles.errors import CarewatchError
 from device_profiles.profiles import ProfileRegistry
-from simulators.scenario import BUILDERS, Environment, SimulatorSet, load_scenario
+from simulators.scenario import BUILDERS, Environment, SimulatorSet, Step, load_scenario
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,10 +47,25 @@ def _where(sim: object) -> str:
     return f"mqtt://{host}:{port}" if host else "?"
 
 
+def _broker(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CarewatchError(f"--mqtt {value!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return host or "127.0.0.1", int(port)
+
+
+def _print_step(at: float, step: Step, error: str | None) -> None:
+    line: dict[str, object] = {"at": at, "device": step.device, "action": step.action}
+    line.update(step.args)
+    if error:
+        line["error"] = error
+    print(json.dumps(line, default=str), flush=True)
+
+
 async def _run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    host, _, port = args.mqtt.rpartition(":")
-    env = Environment(mqtt_host=host or "127.0.0.1", mqtt_port=int(port))
+    host, port = _broker(args.mqtt)
+    env = Environment(mqtt_host=host, mqtt_port=port)
     sims = SimulatorSet(scenario, env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,16 +79,11 @@ async def _run(args: argparse.Namespace) -> int:
         for dev_id, sim in sims.sims.items():
             print(json.dumps({"device": dev_id, "profile": sim.profile.name, "at": _where(sim)}))
         sys.stdout.flush()
-        player = asyncio.create_task(sims.play(time_scale=args.time_scale))
+        player = asyncio.create_task(sims.play(time_scale=args.time_scale, on_step=_print_step))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({player, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not player.done():
             player.cancel()
-        for at, step, error in sims.log:
-            line = {"at": at, "device": step.device, "action": step.action, **step.args}
-            if error:
-                line["error"] = error
-            print(json.dumps(line, default=str))
         if args.hold > 0 and not stop.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.hold)

@@ -382,8 +382,17 @@ class SimulatorSet:
                 if asyncio.iscoroutine(result):
                     await result
 
-    async def play(self, *, time_scale: float | None = None) -> None:
-        """Play every step at its time. A failing step is logged and the others go on."""
+    async def play(
+        self,
+        *,
+        time_scale: float | None = None,
+        on_step: Callable[[float, Step, str | None], None] | None = None,
+    ) -> None:
+        """Play every step at its time. A failing step is logged and the others go on.
+
+        Each step played is appended to :attr:`log` as (time, step, error or None) and
+        passed to ``on_step`` as it happens.
+        """
         scale = time_scale or self.scenario.time_scale
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -394,7 +403,7 @@ class SimulatorSet:
             sim = self.sims[step.device]
             method = getattr(sim, step.action, None)
             if method is None or not callable(method):
-                self.log.append((step.at, step, f"{type(sim).__name__} has no {step.action!r}"))
+                self._record(step, f"{type(sim).__name__} has no {step.action!r}", on_step)
                 continue
             args = dict(step.args)
             if step.action == "impact" and isinstance(args.get("trace"), Mapping):
@@ -403,13 +412,23 @@ class SimulatorSet:
                 try:
                     args["trace"], args["rate_hz"] = resolve_trace(args["trace"])
                 except (ValueError, OSError, KeyError) as exc:
-                    self.log.append((step.at, step, f"trace: {exc}"))
+                    self._record(step, f"trace: {exc}", on_step)
                     continue
             try:
                 result = method(**args)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception as exc:
-                self.log.append((step.at, step, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # a bad step must not end the scenario: it is logged
+                self._record(step, f"{type(exc).__name__}: {exc}", on_step)
             else:
-                self.log.append((step.at, step, None))
+                self._record(step, None, on_step)
+
+    def _record(
+        self,
+        step: Step,
+        error: str | None,
+        on_step: Callable[[float, Step, str | None], None] | None,
+    ) -> None:
+        self.log.append((step.at, step, error))
+        if on_step is not None:
+            on_step(step.at, step, error)

@@ -193,3 +193,8 @@ async def test_playing_a_scenario_drives_every_transport(
     door = codec_for(registry.get("aqara-mccgq11lm"))
     door_msgs = [m for m in received if m.topic == f"{topic_prefix}/z2m/front"]
     assert any(r.values.get("open") is True for m in door_msgs for r in door.decode(m, "door-1"))
+
+
+def test_cli_names_a_bad_broker_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert simulate_main(["--scenario", str(DEMO), "--mqtt", "localhost:mqtt"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
