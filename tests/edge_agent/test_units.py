@@ -1,0 +1,140 @@
+"""Pure parts of the agent: backoff, health, ingest decisions, broker settings."""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from pathlib import Path
+
+import yaml
+
+from device_profiles.codecs import Reading
+from device_profiles.profiles import ProfileRegistry
+from edge_agent.clock import Clock
+from edge_agent.config import load_config
+from edge_agent.health import DeviceHealth, cpu_temperature
+from edge_agent.ingest import Ingest
+from edge_agent.queue import EventQueue, Priority
+from edge_agent.uplink import BACKOFF_CAP_S, backoff_delays, client_kwargs
+
+T0 = 1_800_000_000_000
+
+
+def test_backoff_doubles_and_is_capped_with_jitter():
+    delays = list(itertools.islice(backoff_delays(), 12))
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(0 < d <= BACKOFF_CAP_S for d in delays)
+    assert all(d >= BACKOFF_CAP_S / 2 for d in delays[5:])  # capped, jittered in [cap/2, cap]
+    assert len(set(delays)) > 6  # jitter: reconnecting gateways do not stampede
+
+
+class Mono:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_device_down_after_its_interval_and_up_with_the_next_reading():
+    mono = Mono()
+    h = DeviceHealth(mono=mono)
+    h.configure({"door-1": ("door", 100.0), "ff-1": ("footfall", 30.0)})
+    assert h.check() == []
+    mono.t += 31
+    [t] = h.check()
+    assert (t.device, t.up) == ("ff-1", False) and "no reading yet" in t.reason
+    assert h.seen("door-1", T0) is None  # unknown -> up is not a transition
+    h.source_errors["ff-1"] = "modbus:/dev/ttyUSB1: timeout"
+    mono.t += 101
+    [t] = h.check()
+    assert t.device == "door-1" and "no reading for 101 s" in t.reason
+    assert h.check() == []  # reported once
+    back = h.seen("ff-1", T0 + 5)
+    assert back is not None and back.up
+    snap = h.snapshot()
+    assert snap["ff-1"]["state"] == "up" and snap["door-1"]["state"] == "down"
+    assert h.mark_down("ff-1", "bridge says offline") is not None
+    assert h.mark_down("ff-1", "again") is None
+
+
+def test_cpu_temperature_reads_the_thermal_zone(tmp_path: Path):
+    zone = tmp_path / "temp"
+    zone.write_text("48312\n")
+    assert cpu_temperature(str(zone)) == 48.3
+    assert cpu_temperature(str(tmp_path / "missing")) is None
+
+
+def _config(tmp_path: Path, devices: list[dict[str, object]]) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "site": "s1",
+                "gateway": "g1",
+                "broker": {"url": "mqtts://central.example:8883", "username": "g1"},
+                "queue": {"path": str(tmp_path / "q.db")},
+                "site_brokers": {"local": {"url": "mqtt://127.0.0.1:1883"}},
+                "devices": devices,
+            }
+        )
+    )
+    return path
+
+
+async def test_ingest_decisions(tmp_path: Path):
+    cfg = load_config(
+        _config(
+            tmp_path,
+            [
+                {"id": "face-1", "profile": "hikvision-ds-k1t341"},
+                {"id": "door-1", "profile": "aqara-mccgq11lm", "resident": "r-1"},
+            ],
+        )
+    )
+    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1")
+    times = iter(range(10))
+
+    def wall() -> float:
+        return (T0 + next(times)) / 1000
+
+    ingest = Ingest(
+        cfg,
+        q,
+        clock=Clock(trust="always", wall=wall),
+        health=DeviceHealth(),
+        registry=ProfileRegistry.load(),
+    )
+    face, door = ingest.devices["face-1"], ingest.devices["door-1"]
+    res = await ingest.readings(
+        face,
+        [
+            Reading("checkin", {"person": "m-7", "score": 0.9}, time=T0 - 60_000),
+            Reading("checkin", {"person": "m-8"}, time=5),  # a device clock in 1970
+            Reading("heartbeat", {"terminal": "t"}),
+        ],
+    )
+    a, b, c = res.events
+    assert (a.resident, a.time) == ("m-7", T0 - 60_000)  # the device's own time
+    assert b.time == b.received  # implausible device time: the gateway's
+    assert c.resident is None
+    res = await ingest.readings(door, [Reading("contact", {"contact": True, "battery": 90})])
+    [d] = res.events
+    assert d.resident == "r-1" and not d.urgent
+    stats = await q.stats()
+    assert stats.counters["device_time_invalid.face-1"] == 1
+    # priorities: heartbeats are telemetry, alarms urgent
+    assert ingest._draft(face, Reading("heartbeat"), ingest.clock.now(), {}).priority == (
+        Priority.TELEMETRY
+    )
+    urgent = ingest._draft(face, Reading("press", urgent=True), ingest.clock.now(), {})
+    assert urgent.priority == Priority.URGENT
+    await q.close()
+
+
+def test_client_kwargs_for_tls(tmp_path: Path):
+    cfg = load_config(_config(tmp_path, []))
+    kw = client_kwargs(cfg.broker)
+    assert kw["hostname"] == "central.example" and kw["port"] == 8883
+    assert kw["identifier"] == "carewatch-s1-g1" and kw["username"] == "g1"
+    assert kw["tls_params"].cert_reqs == ssl.CERT_REQUIRED
