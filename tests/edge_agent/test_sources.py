@@ -265,3 +265,44 @@ async def test_codec_state_survives_a_restart(tmp_path: Path, mosquitto, topic_p
         await ff.stop()
     assert footfall_in(col) == 6
     assert not any(v.get("reset") for v in readings(col, "footfall-1", "counts")[1:])
+
+
+async def test_fall_windows_are_reassembled_and_sent_first(tmp_path: Path, mosquitto, topic_prefix):
+    from simulators.traces import synthetic_fall
+
+    root = f"{topic_prefix}/carewatch/v1"
+    rf = PendantSerialSimulator(REGISTRY.get("oem-rf433-button-pendant"), "rf-1", [P1])
+    await rf.start()
+    cfg = write_config(
+        tmp_path,
+        central=mosquitto,
+        root=root,
+        devices=[
+            {
+                "id": "pendant-1",
+                "profile": "oem-rf433-button-pendant",
+                "resident": "r-1",
+                "serial": {"port": rf.port},
+            }
+        ],
+    )
+    try:
+        async with Collector(mosquitto, root) as col, running_agent(cfg):
+            await rf.heartbeat(battery=90, activity=3)
+            windows = await rf.impact(synthetic_fall(), rate_hz=50.0)
+            # a complete window, and one missing fragments: flushed when the pendant
+            # stays quiet for the profile's reassembly timeout
+            lossy = await rf.impact(synthetic_fall(seed=9), rate_hz=50.0, drop_fragments=[3])
+            assert windows and lossy
+            await col.wait_for(
+                lambda c: sum(e.reading == "impact" for e in c.events) >= 2,
+                what="two impact windows",
+                limit_s=40,
+            )
+    finally:
+        await rf.stop()
+    impacts = [e for e in col.events if e.reading == "impact"]
+    assert all(e.urgent and e.resident == "r-1" for e in impacts)
+    full = impacts[0].values
+    assert full["rate_hz"] == 50 and isinstance(full["x"], list) and len(full["x"]) > 100
+    assert isinstance(full["trigger_index"], int)
