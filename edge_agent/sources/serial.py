@@ -150,7 +150,17 @@ class SerialSource(Source):
                 continue
             routed.setdefault(device.id, (device, []))[1].append(r)
         for device, rs in routed.values():
-            self.ingest.readings(device, rs)
+            own = rs
+            if device.codec is not self.codec:
+                # Another model on the same receiver (same frame format): its own profile
+                # says what the message means (e.g. a latched rather than momentary SOS).
+                source = rs[0].source
+                try:
+                    own = [r for r in device.codec.decode(frame, device.id) if r.source == source]
+                except CarewatchError as exc:
+                    self.ingest.fault(device.id, "decode", str(exc), frame)
+                    continue
+            self.ingest.readings(device, own)
 
     async def close(self) -> None:
         if self._serial is not None:
