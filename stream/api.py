@@ -375,7 +375,7 @@ class ApiServer:
                     "online": g.online,
                     "status_at": g.status_at,
                     "last_seen": g.last_seen,
-                    "high_water_seq": g.seqs.low,
+                    "high_water_seq": g.seqs.high,
                     "missing_seqs": g.seqs.missing(),
                     "events": g.events,
                     "duplicates": g.duplicates,

@@ -1,26 +1,46 @@
 """Per-gateway duplicate and gap detection over sequence numbers, in bounded memory.
 
 Gateways send each Event at least once, with a per-gateway sequence number that only
-grows (ARCHITECTURE.md, "Delivery"). A :class:`SeqWindow` remembers which numbers were
-seen as a *high-water mark* (every number at or below ``low`` is done: seen, or given
-up as lost) plus the numbers seen above it. Out-of-order arrivals fill the holes; when
-the set above the mark would outgrow ``window`` entries, the oldest holes are declared
-lost (reported, counted) and the mark moves on, so memory stays bounded whatever a
-gateway sends.
+grows (ARCHITECTURE.md, "Delivery"). They do NOT send in sequence order: the edge agent
+sends urgent events (SOS presses, fall windows) before the telemetry queued ahead of
+them (docs/edge_queue.md), so after an outage the processor can see number 20,001 long
+before 1..20,000 arrive. A :class:`SeqWindow` therefore remembers:
+
+- ``low``: every number at or below it is settled (seen, or still expected in
+  ``holes``, or given up);
+- ``above``: the numbers seen above ``low``, at most ``window`` numbers behind the
+  highest one seen (out-of-order arrivals fill the holes between them);
+- ``holes``: the numbers at or below ``low`` that have NOT arrived yet, as sorted,
+  disjoint ``(first, last)`` ranges. When ``above`` would span more than ``window``
+  numbers, ``low`` moves up and the numbers it passes that were not seen become ranges
+  here: they are still accepted, each exactly once, whenever they arrive. A backlog of
+  any length behind an urgent event is one range that shrinks as the backlog arrives.
+
+Memory is bounded by ``window`` (``above``) and ``max_holes`` (ranges, not numbers).
+Only when more than ``max_holes`` ranges are pending are the lowest ones given up:
+those numbers are counted as lost (reported by the caller, metric and log), and a copy
+arriving after that is dropped as a duplicate. The agent sends oldest first, so the
+lowest ranges are the ones its backlog already went past.
 
 A gateway that lost its disk restarts numbering at 1. Its new events would all look
 like duplicates; a true duplicate, though, is a copy of an event seen before and so
 carries a receive time no later than the newest one seen. An event numbered at or
-below the mark but received clearly after everything seen so far therefore means the
-numbering was reset: the window starts over (counted as a reset).
+below the highest one seen, already seen, but received clearly after everything seen
+so far therefore means the numbering was reset: the window starts over (counted as a
+reset).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 DEFAULT_WINDOW = 4096
+#: Ranges of numbers still expected below the window, per gateway. An in-order backlog
+#: needs one; each urgent event sent ahead of it, or each run of telemetry the agent
+#: dropped from a full queue, splits a range. 256 ranges are a few KB per gateway.
+DEFAULT_MAX_HOLES = 256
 # A reset needs the receive time to move past the newest one seen by more than this:
 # a gateway's clock jitters a little between a message and its copy on no real system.
 RESET_SLACK_MS = 1_000
@@ -40,7 +60,7 @@ class SeqResult:
 
     verdict: SeqVerdict
     gap: tuple[int, int] | None = None  # (first, last) missing numbers opened by this one
-    lost: int = 0  # numbers declared lost (never arrived within the window)
+    lost: int = 0  # numbers given up (more than ``max_holes`` ranges were pending)
 
 
 @dataclass(slots=True)
@@ -49,8 +69,10 @@ class SeqWindow:
 
     low: int = 0
     above: set[int] = field(default_factory=set)
+    holes: list[tuple[int, int]] = field(default_factory=list)
     max_received: int = 0
     window: int = DEFAULT_WINDOW
+    max_holes: int = DEFAULT_MAX_HOLES
 
     @property
     def high(self) -> int:
@@ -58,38 +80,85 @@ class SeqWindow:
         return max(self.above) if self.above else self.low
 
     def missing(self) -> int:
-        """Numbers below :attr:`high` not seen yet (open holes)."""
-        return self.high - self.low - len(self.above)
+        """Numbers below :attr:`high` not seen yet and still expected."""
+        pending = sum(last - first + 1 for first, last in self.holes)
+        return pending + self.high - self.low - len(self.above)
+
+    def _hole_index(self, seq: int) -> int | None:
+        i = bisect_right(self.holes, (seq, seq)) - 1
+        if i >= 0 and self.holes[i][0] <= seq <= self.holes[i][1]:
+            return i
+        if i + 1 < len(self.holes) and self.holes[i + 1][0] == seq:
+            return i + 1
+        return None
 
     def seen(self, seq: int) -> bool:
         """True when ``seq`` was seen or given up."""
-        return seq <= self.low or seq in self.above
+        if seq > self.low:
+            return seq in self.above
+        return self._hole_index(seq) is None
 
     def accept(self, seq: int, received: int) -> SeqResult:
         """Record ``seq`` (with the event's receive time) and say what it is."""
-        if self.seen(seq):
-            if received > self.max_received + RESET_SLACK_MS and seq < self.high:
-                self.low, self.above = 0, set()
-                self._add(seq, received)
-                return SeqResult(SeqVerdict.RESET)
-            return SeqResult(SeqVerdict.DUPLICATE)
+        if seq <= self.low:
+            i = self._hole_index(seq)
+            if i is not None:
+                self._fill(i, seq)
+                self.max_received = max(self.max_received, received)
+                return SeqResult(SeqVerdict.NEW, lost=self._trim_holes())
+            return self._seen_again(seq, received)
+        if seq in self.above:
+            return self._seen_again(seq, received)
         high = self.high
         gap = (high + 1, seq - 1) if seq > high + 1 else None
         lost = self._add(seq, received)
         return SeqResult(SeqVerdict.NEW, gap=gap, lost=lost)
 
+    def _seen_again(self, seq: int, received: int) -> SeqResult:
+        if received > self.max_received + RESET_SLACK_MS and seq < self.high:
+            self.low, self.above, self.holes = 0, set(), []
+            self._add(seq, received)
+            return SeqResult(SeqVerdict.RESET)
+        return SeqResult(SeqVerdict.DUPLICATE)
+
+    def _fill(self, i: int, seq: int) -> None:
+        first, last = self.holes[i]
+        pieces = [(a, b) for a, b in ((first, seq - 1), (seq + 1, last)) if a <= b]
+        self.holes[i : i + 1] = pieces
+
     def _add(self, seq: int, received: int) -> int:
         self.max_received = max(self.max_received, received)
         self.above.add(seq)
         self._compact()
-        lost = 0
-        # Bound memory: holes further back than ``window`` numbers are given up.
         floor = self.high - self.window
-        if floor > self.low:
-            kept = {s for s in self.above if s > floor}
-            lost = (floor - self.low) - (len(self.above) - len(kept))
-            self.low, self.above = floor, kept
-            self._compact()
+        if floor <= self.low:
+            return 0
+        # Bound ``above``: the numbers between low and floor that were not seen become
+        # ranges of still expected numbers (they may be a backlog on its way).
+        start = self.low + 1
+        for s in sorted(s for s in self.above if s <= floor):
+            if s > start:
+                self._add_hole(start, s - 1)
+            start = s + 1
+        if start <= floor:
+            self._add_hole(start, floor)
+        self.above = {s for s in self.above if s > floor}
+        self.low = floor
+        self._compact()
+        return self._trim_holes()
+
+    def _add_hole(self, first: int, last: int) -> None:
+        # New ranges always lie above the existing ones (they come from above ``low``).
+        if self.holes and self.holes[-1][1] + 1 == first:
+            self.holes[-1] = (self.holes[-1][0], last)
+        else:
+            self.holes.append((first, last))
+
+    def _trim_holes(self) -> int:
+        lost = 0
+        while len(self.holes) > self.max_holes:
+            first, last = self.holes.pop(0)
+            lost += last - first + 1
         return lost
 
     def _compact(self) -> None:
@@ -97,19 +166,37 @@ class SeqWindow:
             self.low += 1
             self.above.discard(self.low)
 
-    # --- persistence (a small JSON-friendly tuple) ---------------------------------------
+    # --- persistence (a small JSON-friendly dict) ----------------------------------------
     def dump(self) -> dict[str, object]:
         """Plain data for the state store."""
-        return {"low": self.low, "above": sorted(self.above), "max_received": self.max_received}
+        return {
+            "low": self.low,
+            "above": sorted(self.above),
+            "holes": [list(h) for h in self.holes],
+            "max_received": self.max_received,
+        }
 
     @classmethod
-    def load(cls, data: dict[str, object] | None, window: int = DEFAULT_WINDOW) -> SeqWindow:
+    def load(
+        cls,
+        data: dict[str, object] | None,
+        window: int = DEFAULT_WINDOW,
+        max_holes: int = DEFAULT_MAX_HOLES,
+    ) -> SeqWindow:
         """Inverse of :meth:`dump`; ``None`` gives an empty window."""
         if not data:
-            return cls(window=window)
+            return cls(window=window, max_holes=max_holes)
         low = data.get("low", 0)
         above = data.get("above", [])
+        holes = data.get("holes", [])
         max_received = data.get("max_received", 0)
-        assert isinstance(low, int) and isinstance(above, list)
+        assert isinstance(low, int) and isinstance(above, list) and isinstance(holes, list)
         assert isinstance(max_received, int)
-        return cls(low=low, above={int(s) for s in above}, max_received=max_received, window=window)
+        return cls(
+            low=low,
+            above={int(s) for s in above},
+            holes=[(int(h[0]), int(h[1])) for h in holes],
+            max_received=max_received,
+            window=window,
+            max_holes=max_holes,
+        )

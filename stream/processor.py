@@ -11,10 +11,11 @@ Per message, in one transaction:
    its batch is still processed);
 2. dedup by gateway + sequence number (:mod:`stream.dedup`): a duplicate has no second
    effect; gaps are logged and counted;
-3. event-time lateness per gateway: an event older than the gateway's newest event time
-   minus ``ingest.max_lateness`` is *late*: it is stored as telemetry but only urgent
-   events (SOS presses, fall windows) still go to the detectors, whose state assumes
-   roughly ordered input;
+3. event-time lateness per gateway: an event older than the gateway's newest
+   non-urgent event time minus ``ingest.max_lateness`` is *late*: it is stored as
+   telemetry but only urgent events (SOS presses, fall windows) still go to the
+   detectors, whose state assumes roughly ordered input. Urgent events do not move
+   that watermark: the agent sends them ahead of its queued backlog;
 4. the detectors' ``step`` over their state partitions; the new states and their
    deadlines (the timers index) are stored;
 5. the alert manager applies the detectors' signals (alerts, transitions, outbox rows);
@@ -281,8 +282,9 @@ class Processor:
         if result.gap is not None:
             first, last = result.gap
             self.metrics.seq_missing.inc(last - first + 1)
-            # Often just reordering (urgent events overtake telemetry on the gateway);
-            # what never arrives is reported as lost below.
+            # Often just reordering (urgent events overtake telemetry on the gateway):
+            # these numbers stay expected; only what the bounded window has to give up
+            # is reported as lost below.
             log.info(
                 "gateway %s: seq %d..%d missing so far (got %d)", gw.gateway, first, last, event.seq
             )
@@ -293,13 +295,19 @@ class Processor:
         return result.verdict
 
     def _log_lost(self, gateway: str, lost: int) -> None:
-        # Once a hole slides out of the window every new event gives up one more number:
-        # log a sum at most once a minute per gateway (the counter has every one).
+        # A gateway with many holes (its agent dropping telemetry from a full queue)
+        # gives numbers up often: log a sum at most once a minute per gateway (the
+        # counter has every one).
         pending, last = self._lost_log.get(gateway, (0, 0.0))
         pending += lost
         mono = time.monotonic()
         if mono - last >= 60.0:
-            log.error("gateway %s: %d sequence numbers never arrived", gateway, pending)
+            log.error(
+                "gateway %s: %d missing sequence numbers given up as lost (too many holes"
+                " pending; a copy arriving later is dropped as a duplicate)",
+                gateway,
+                pending,
+            )
             self._lost_log[gateway] = (0, mono)
         else:
             self._lost_log[gateway] = (pending, last)
@@ -309,8 +317,12 @@ class Processor:
         if not event.clock_ok:
             return False  # an untrusted clock neither moves the watermark nor is late
         late = gw.max_time > 0 and event.time < gw.max_time - lateness
-        # A gateway clock far ahead must not make everything after it "late".
-        gw.max_time = max(gw.max_time, min(event.time, now + lateness))
+        if not event.urgent:
+            # Only the ordered stream moves the watermark: the agent sends urgent events
+            # ahead of the telemetry queued before them, and an SOS after an outage must
+            # not make the whole backlog behind it "late". A gateway clock far ahead
+            # must not make everything after it "late" either.
+            gw.max_time = max(gw.max_time, min(event.time, now + lateness))
         return late
 
     # --- detectors ----------------------------------------------------------------------

@@ -31,16 +31,43 @@ def test_gap_reported_then_filled_out_of_order() -> None:
     assert w.accept(4, R + 4).verdict is SeqVerdict.DUPLICATE
 
 
-def test_window_bounds_memory_and_counts_lost() -> None:
+def test_numbers_behind_the_window_stay_expected() -> None:
     w = SeqWindow(window=10)
     w.accept(1, R)
     result = w.accept(100, R + 100)
-    # 2..90 fall out of the window: given up as lost
-    assert result.lost == 89
-    assert w.low == 90
-    assert w.above == {100}
+    # 2..90 fall behind the window: kept as one range of expected numbers, not lost
+    assert result.lost == 0
+    assert (w.low, w.above, w.holes) == (90, {100}, [(2, 90)])
+    assert w.missing() == 98
+    assert w.accept(50, R + 50).verdict is SeqVerdict.NEW
     assert w.accept(50, R + 50).verdict is SeqVerdict.DUPLICATE
+    assert w.holes == [(2, 49), (51, 90)]
     assert w.accept(95, R + 95).verdict is SeqVerdict.NEW
+    assert w.accept(2, R + 2).verdict is SeqVerdict.NEW
+    assert w.accept(90, R + 90).verdict is SeqVerdict.NEW
+    assert w.holes == [(3, 49), (51, 89)]
+
+
+def test_backlog_behind_an_urgent_event_is_accepted_exactly_once() -> None:
+    # The agent sends the urgent event 10,001 first, then its backlog oldest first.
+    w = SeqWindow(window=64)
+    assert w.accept(10_001, R + 10_001).gap == (1, 10_000)
+    verdicts = [w.accept(s, R + s).verdict for s in range(1, 10_001)]
+    assert verdicts == [SeqVerdict.NEW] * 10_000
+    assert (w.low, w.above, w.holes, w.missing()) == (10_001, set(), [], 0)
+    assert w.accept(5_000, R + 5_000).verdict is SeqVerdict.DUPLICATE
+
+
+def test_too_many_pending_ranges_give_up_the_lowest() -> None:
+    w = SeqWindow(window=4, max_holes=3)
+    # every other number arrives: each missing one becomes a range once behind the window
+    lost = [w.accept(s, R + s).lost for s in range(2, 40, 2)]
+    # 1..33 are behind the window (38 - 4): the odd ones are 17 ranges; 3 are kept and
+    # the 14 lowest given up, reported as lost (never silently)
+    assert w.holes == [(29, 29), (31, 31), (33, 33)]
+    assert sum(lost) == 14
+    assert w.accept(29, R).verdict is SeqVerdict.NEW
+    assert w.accept(1, R + 1).verdict is SeqVerdict.DUPLICATE  # given up: counted lost
 
 
 def test_reset_detected_by_newer_receive_time() -> None:
@@ -66,14 +93,22 @@ def test_dump_load_round_trip() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=300), max_size=400))
-def test_each_number_is_new_exactly_once(seqs: list[int]) -> None:
+@given(
+    st.lists(st.integers(min_value=1, max_value=3000), max_size=400),
+    st.integers(min_value=16, max_value=128),
+)
+def test_each_number_is_new_exactly_once(seqs: list[int], window: int) -> None:
     # With receive times tied to the number (copies carry the original's), every number
-    # is NEW exactly once and the window never grows past its bound.
-    w = SeqWindow(window=64)
+    # is NEW exactly once, nothing is lost while the ranges fit, and memory stays bounded.
+    w = SeqWindow(window=window, max_holes=8)
     new: list[int] = []
+    lost = 0
     for s in seqs:
-        if w.accept(s, R + s).verdict is not SeqVerdict.DUPLICATE:
+        result = w.accept(s, R + s)
+        lost += result.lost
+        if result.verdict is not SeqVerdict.DUPLICATE:
             new.append(s)
-        assert len(w.above) <= 64
+        assert len(w.above) <= window and len(w.holes) <= 8
     assert len(new) == len(set(new))
+    if lost == 0:
+        assert set(new) == set(seqs)

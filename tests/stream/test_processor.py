@@ -346,3 +346,72 @@ def test_configured_member_who_never_checked_in_is_expected(tmp_path: Path) -> N
     [alert] = store.open_alerts()
     assert (alert.condition, alert.subject, alert.site) == ("noshow", "ma", "center-1")
     store.close()
+
+
+class SeqLog(msgspec.Struct):
+    seqs: list[int] = msgspec.field(default_factory=list)
+
+
+class SeqRecorder(Detector[SeqLog]):
+    """Records the seq of every event it is given, in partitions of 100 numbers."""
+
+    name: ClassVar[str] = "seqs"
+    state_type: ClassVar[type[msgspec.Struct]] = SeqLog
+
+    def key(self, event: Event) -> str | None:
+        return f"{event.seq // 100:06d}" if event.kind == "pendant" else None
+
+    def initial_state(self, key: str) -> SeqLog:
+        return SeqLog()
+
+    def step(
+        self, state: SeqLog, event: Event, ctx: DetectorContext
+    ) -> tuple[SeqLog, list[AlertSignal]]:
+        return SeqLog([*state.seqs, event.seq]), []
+
+
+def test_backlog_after_an_outage_is_processed_exactly_once(
+    config: StreamConfig, store: StateStore
+) -> None:
+    """20,000 queued events arrive after the urgent ones the agent sent first.
+
+    The backlog lies far behind the dedup window (4,096 numbers) and hours behind the
+    SOS in event time: every event must still reach the detectors exactly once, and
+    copies must still be dropped.
+    """
+    backlog = 20_000
+    clock = ManualClock(T0 + (backlog + 60) * 1000)
+    proc = Processor(config, store, clock, [AlarmDetector(fall=False), SeqRecorder()])
+    heartbeats = {s: ev(s, "heartbeat", values={"battery": 80, "activity": 1})
+                  for s in range(1, backlog + 1)}  # fmt: skip
+    # Two SOS presses were queued during the outage too (seq 7,000 and the newest one).
+    urgent = [ev(backlog + 1, resident="res-1"), ev(7_000, resident="res-2", device="p-2")]
+    heartbeats.pop(7_000)
+    for event in urgent:  # urgent events leave first, each in its own batch
+        assert proc.handle_message(TOPIC, encode_batch([event])).accepted == 1
+    batches = [
+        [heartbeats[s] for s in range(first, first + 100) if s in heartbeats]
+        for first in range(1, backlog + 1, 100)
+    ]
+    # Out of order: neighbouring batches swapped (a resend after a reconnect overtaken by
+    # the next batch), and some batches delivered twice.
+    for i in range(0, len(batches) - 1, 7):
+        batches[i], batches[i + 1] = batches[i + 1], batches[i]
+    resent = 0
+    for i, batch in enumerate(batches):
+        proc.handle_message(TOPIC, encode_batch(batch))
+        if i % 25 == 3:
+            again = proc.handle_message(TOPIC, encode_batch(batch))
+            assert (again.accepted, again.duplicates) == (0, len(batch))
+            resent += len(batch)
+    seen = [s for _, raw, _ in store.partitions("seqs")
+            for s in msgspec.json.decode(raw, type=SeqLog).seqs]  # fmt: skip
+    assert len(seen) == backlog + 1
+    assert sorted(seen) == list(range(1, backlog + 2))
+    assert proc.metrics.value("carewatch_stream_events_total", outcome="late") == 0
+    assert proc.metrics.value("carewatch_stream_events_total", outcome="duplicate") == resent
+    assert proc.metrics.value("carewatch_stream_seq_lost_total") == 0
+    assert sorted(a.subject for a in store.open_alerts()) == ["res-1", "res-2"]
+    gw = store.get_gateway("gw-1", "site-a")
+    assert (gw.seqs.missing(), gw.seqs.holes, gw.seqs.above) == (0, [], set())
+    assert sum(1 for line in spooled(store) if line.startswith("pendant,")) == backlog + 1
