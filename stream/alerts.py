@@ -232,13 +232,17 @@ class AlertManager:
     def _tick_one(self, alert: AlertRecord, now: int) -> None:
         allowed, retry_at = self._may_page(alert, now)
         if alert.page_at is not None and alert.page_at <= now:
-            if not allowed:
+            if alert.tier >= 0:
+                # Already paged (a severity upgrade paged at once): nothing was deferred.
+                alert.page_at = None
+            elif not allowed:
                 alert.page_at = retry_at
                 return
-            alert.page_at = None
-            n = self._transition(alert, "paged", now, source="timer")
-            self._page_first(alert, now, n)
-            return
+            else:
+                alert.page_at = None
+                n = self._transition(alert, "paged", now, source="timer")
+                self._page_first(alert, now, n)
+                return
         if alert.escalate_at is not None and alert.escalate_at <= now:
             if not allowed:
                 alert.escalate_at = retry_at
@@ -338,13 +342,20 @@ class AlertManager:
         return int(end_local.timestamp() * 1000)
 
     def _page_first(self, alert: AlertRecord, now: int, n: int) -> None:
-        """Page tier 0 now, or defer the page (quiet hours, silence)."""
-        if alert.state != "raised":
+        """Page tier 0 now, or defer the page (quiet hours, silence).
+
+        Once paged, the deferred page is cleared: a page deferred by quiet hours that an
+        upgrade to a night-paging severity sent at once must not go out again in the
+        morning (a second "raised", and the escalation tier set back to 0).
+        """
+        if alert.state != "raised" or alert.tier >= 0:
+            alert.page_at = None
             return
         allowed, retry_at = self._may_page(alert, now)
         if not allowed:
             alert.page_at = retry_at
             return
+        alert.page_at = None
         tiers = self._tiers(alert)
         if not tiers:
             return  # nobody on call configured: the MQTT topic is all there is

@@ -256,6 +256,28 @@ def test_low_battery_waits_for_the_morning(manager: AlertManager, store: StateSt
     assert pages(store) == [("ops", "raised", "raised")]  # operations staff, not the desk
 
 
+def test_upgrade_at_night_pages_once_and_keeps_the_tier(
+    manager: AlertManager, store: StateStore
+) -> None:
+    # A warning waits for the morning; becoming critical at night pages at once...
+    alert = apply(manager, sos(severity=Severity.WARNING, reason="odd"), MIDNIGHT_LOCAL)
+    assert alert.page_at == QUIET_END and pages(store) == []
+    worse = apply(manager, sos(t=MIDNIGHT_LOCAL + 5 * MIN), MIDNIGHT_LOCAL + 5 * MIN)
+    assert worse.tier == 0 and worse.page_at is None
+    tick(manager, MIDNIGHT_LOCAL + 8 * MIN)  # escalation to tier 2 (3 min for critical)
+    assert store.get_alert(alert.id).tier == 1  # type: ignore[union-attr]
+    # ...and the morning does not page it again nor set the escalation back to tier 1.
+    tick(manager, QUIET_END)
+    stored = store.get_alert(alert.id)
+    assert stored is not None and stored.tier == 1
+    kinds = [t["kind"] for t in store.transitions(alert.id)]
+    assert kinds == ["raised", "severity", "escalated", "reminder"]
+    assert [p for p in pages(store) if p[1] in ("raised", "paged", "escalated")] == [
+        ("desk", "raised", "raised"),
+        ("boss", "escalated", "raised"),
+    ]
+
+
 def test_info_never_pages(manager: AlertManager, store: StateStore) -> None:
     alert = apply(manager, sos(severity=Severity.INFO, condition="note"), NOON)
     assert pages(store) == []
