@@ -172,7 +172,7 @@ class AlertManager:
         alert.acked_at, alert.acked_by = now, by
         alert.updated_at = now
         alert.note = note or alert.note
-        alert.page_at = alert.escalate_at = alert.remind_at = None
+        alert.page_at = alert.escalate_at = alert.remind_at = alert.held_until = None
         n = self._transition(alert, "acknowledged", now, by=by, source=source, note=note)
         self._notify(alert, "acknowledged", now, n, alert.notified)
         self.store.put_alert(alert)
@@ -202,7 +202,7 @@ class AlertManager:
         alert.resolved_at, alert.resolved_by = now, by
         alert.updated_at = now
         alert.note = note or alert.note
-        alert.page_at = alert.escalate_at = alert.remind_at = None
+        alert.page_at = alert.escalate_at = alert.remind_at = alert.held_until = None
         n = self._transition(alert, "resolved", now, by=by, source=source, note=note)
         self._notify(alert, "resolved", now, n, alert.notified)
         self.store.put_alert(alert)
@@ -231,6 +231,12 @@ class AlertManager:
 
     def _tick_one(self, alert: AlertRecord, now: int) -> None:
         allowed, retry_at = self._may_page(alert, now)
+        if not allowed and alert.silenced and retry_at is not None:
+            # A silence holds whatever fell due, with its due time kept: at the end of
+            # the silence, or when it is deleted (silences_changed), it happens at once.
+            alert.held_until = retry_at
+            return
+        alert.held_until = None
         if alert.page_at is not None and alert.page_at <= now:
             if alert.tier >= 0:
                 # Already paged (a severity upgrade paged at once): nothing was deferred.
@@ -274,15 +280,18 @@ class AlertManager:
 
     # --- silences -----------------------------------------------------------------------
     def silences_changed(self, now: int) -> None:
-        """Re-evaluate deferred pages at once (a silence was created or deleted)."""
+        """Re-evaluate deferred pages and held timers at once (a silence was created or
+        deleted): the next tick pages, escalates and reminds what is due and no longer
+        silenced, and holds the rest until the end of the silences still matching."""
         for alert in self.store.open_alerts():
             changed = False
             if alert.page_at is not None:
                 alert.page_at = now
                 changed = True
-            if alert.silenced and alert.state == "raised" and alert.tier >= 0:
-                # reminders were held back by the silence: let the next tick decide
-                alert.remind_at = now
+            if alert.held_until is not None:
+                # Escalations and reminders kept their due times while held: only those
+                # really due fire (nothing is brought forward).
+                alert.held_until = now
                 changed = True
             if changed:
                 self.store.put_alert(alert)

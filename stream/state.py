@@ -185,6 +185,9 @@ class AlertRecord(msgspec.Struct, kw_only=True):
     page_at: int | None = None  # first page deferred (quiet hours, silence) until then
     escalate_at: int | None = None
     remind_at: int | None = None
+    # Timers that fell due during a silence keep their due times and wait until then
+    # (the silence's end); deleting the silence releases them at once.
+    held_until: int | None = None
 
     @property
     def open(self) -> bool:
@@ -192,9 +195,12 @@ class AlertRecord(msgspec.Struct, kw_only=True):
         return self.state != "resolved"
 
     def next_action_at(self) -> int | None:
-        """Earliest armed timer."""
+        """When the alert manager must look at this alert next (None: never)."""
         armed = [t for t in (self.page_at, self.escalate_at, self.remind_at) if t is not None]
-        return min(armed) if armed else None
+        if not armed:
+            return None
+        first = min(armed)
+        return first if self.held_until is None else max(first, self.held_until)
 
 
 @dataclass(slots=True)

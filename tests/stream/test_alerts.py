@@ -342,6 +342,42 @@ def test_silence_holds_reminders_of_a_paged_alert(manager: AlertManager, store: 
     assert [p[1] for p in pages(store)] == ["raised", "escalated"]
 
 
+def test_deleting_a_silence_releases_a_held_escalation(
+    manager: AlertManager, store: StateStore
+) -> None:
+    alert = apply(manager, sos(), NOON)  # reminder at +2 min, escalation at +3 min
+    silence(store, NOON + 60 * MIN)
+    tick(manager, NOON + 2 * MIN)
+    tick(manager, NOON + 3 * MIN)
+    assert pages(store) == [("desk", "raised", "raised")]
+    assert manager.next_deadline() == NOON + 60 * MIN  # held until the silence ends
+    with store.transaction():
+        assert store.delete_silence("s1")
+        manager.silences_changed(NOON + 5 * MIN)
+    tick(manager, NOON + 5 * MIN)
+    # The escalation due at +3 min happens now, not at the deleted silence's end.
+    assert pages(store)[1:] == [("boss", "escalated", "raised")]
+    stored = store.get_alert(alert.id)
+    assert stored is not None and stored.tier == 1
+    assert stored.escalate_at is None and stored.remind_at == NOON + 7 * MIN
+
+
+def test_deleting_a_silence_brings_no_timer_forward(
+    manager: AlertManager, store: StateStore
+) -> None:
+    apply(manager, sos(), NOON)
+    silence(store, NOON + 60 * MIN)
+    tick(manager, NOON + 2 * MIN)  # the reminder falls due: held
+    with store.transaction():
+        assert store.delete_silence("s1")
+        manager.silences_changed(NOON + 2 * MIN + 30_000)
+    tick(manager, NOON + 2 * MIN + 30_000)
+    # the held reminder goes out; the escalation (due at +3 min) is not brought forward
+    assert pages(store)[1:] == [("desk", "reminder", "raised")]
+    tick(manager, NOON + 3 * MIN)
+    assert pages(store)[-1] == ("boss", "escalated", "raised")
+
+
 # --- persistence ----------------------------------------------------------------------------
 
 
