@@ -297,3 +297,39 @@ async def test_sighup_reload_neither_loses_nor_resends(
     assert not twice, f"{twice}\n{agent.log()[-3000:]}"
     assert_in_seq_order(col)
     assert col.status[-1] == "offline"
+
+
+async def test_reload_with_new_uplink_settings_resends_nothing(
+    tmp_path: Path, broker_factory, mosquitto, topic_prefix
+):
+    central = broker_factory()
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=mosquitto,
+        root=root,
+        devices=[door_config(topic_prefix)],
+    )
+    async with (
+        Collector(central, root) as col,
+        running_agent(cfg) as agent,
+        door_sim(topic_prefix, mosquitto) as sim,
+    ):
+        first = agent.uplink
+        for n in range(100):
+            await produce(sim, n)
+            if n == 50:
+                import yaml
+
+                doc = yaml.safe_load(cfg.read_text())
+                doc["broker"]["keepalive"] = 20  # the uplink reconnects with it
+                doc["queue"]["batch_size"] = 7
+                cfg.write_text(yaml.safe_dump(doc))
+                agent.request_reload()
+        await col.wait_for(lambda c: len(numbers(c)) == 100, what="all 100")
+        assert agent.uplink is not first  # a new uplink with the new settings
+        assert agent.config.queue.batch_size == 7
+    assert numbers(col) == set(range(100))
+    assert len(col.events) == len(col.seqs)  # nothing was sent twice
+    assert_in_seq_order(col)

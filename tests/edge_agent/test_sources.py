@@ -223,6 +223,9 @@ async def test_device_down_and_up_again(tmp_path: Path, mosquitto, topic_prefix)
         await sim.close_door()
         await col.wait_for(lambda c: len(health(c)) == 2, what="up again")
         assert health(col)[1]["up"] is True
+        await sim.go_offline()  # Zigbee2MQTT says the device left
+        await col.wait_for(lambda c: len(health(c)) == 3, what="offline")
+        assert health(col)[2]["up"] is False and "offline" in str(health(col)[2]["reason"])
 
 
 async def test_codec_state_survives_a_restart(tmp_path: Path, mosquitto, topic_prefix):
