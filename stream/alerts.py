@@ -39,7 +39,7 @@ import msgspec
 from device_profiles.errors import CarewatchError
 from stream.config import PolicyConfig, StreamConfig
 from stream.detectors.base import AlertSignal, Audience, Severity
-from stream.state import AlertRecord, StateStore
+from stream.state import AlertRecord, StateStore, database_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ MQTT_NOTIFIER = "mqtt"
 MQTT_RECIPIENT = "site"
 
 TransitionHook = Callable[[AlertRecord, str, int], None]
+ErrorHook = Callable[[str], None]  # on_error(where): a failure contained (metrics)
+
+#: An alert whose timer pass failed (a bug, an unreadable row) is tried again this much
+#: later: it neither stops the other alerts nor fires in a tight loop.
+ALERT_RETRY_MS = 60_000
 
 
 class AlertNotFound(CarewatchError):
@@ -80,10 +85,12 @@ class AlertManager:
         store: StateStore,
         config: StreamConfig,
         on_transition: TransitionHook | None = None,
+        on_error: ErrorHook | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.on_transition = on_transition
+        self.on_error = on_error
         self._zones: dict[str, ZoneInfo] = {}
 
     # --- detector signals ---------------------------------------------------------------
@@ -221,11 +228,27 @@ class AlertManager:
         return self.store.next_alert_deadline()
 
     def tick(self, now: int) -> int:
-        """Run due pages, escalations and reminders; returns how many alerts changed."""
+        """Run due pages, escalations and reminders; returns how many alerts it handled.
+
+        Each alert is handled on its own (a savepoint): one that fails is rolled back,
+        logged, counted (``on_error("alert_timer")``) and tried again
+        :data:`ALERT_RETRY_MS` later, and the others go on. A failure of the database
+        itself is raised (the caller retries the whole pass).
+        """
         changed = 0
-        for alert in self.store.due_alerts(now):
-            self._tick_one(alert, now)
-            self.store.put_alert(alert)
+        for alert_id, body in self.store.due_alert_rows(now):
+            try:
+                with self.store.savepoint():
+                    alert = _alert_decoder.decode(body)
+                    self._tick_one(alert, now)
+                    self.store.put_alert(alert)
+            except Exception as exc:
+                if database_failure(exc):
+                    raise
+                log.exception("alert %s: timer pass failed; retried in 60 s", alert_id)
+                self.store.postpone_alert(alert_id, now + ALERT_RETRY_MS)
+                if self.on_error is not None:
+                    self.on_error("alert_timer")
             changed += 1
         return changed
 
@@ -435,6 +458,9 @@ class AlertManager:
 
     def _tz(self, alert: AlertRecord) -> str:
         return self.config.site(alert.site).timezone
+
+
+_alert_decoder = msgspec.json.Decoder(AlertRecord)
 
 
 def _merge(existing: list[str], more: list[str]) -> list[str]:

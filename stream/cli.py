@@ -5,8 +5,10 @@
     carewatch stream --config /etc/carewatch/stream.yaml     # run until SIGTERM
     carewatch stream --check /etc/carewatch/stream.yaml      # list every problem, exit 1
 
-Exit codes: 0 fine, 1 the config has problems, 2 bad usage or the processor could not
-start (the message says why).
+Exit codes: 0 fine (stopped by SIGTERM/SIGINT), 1 the config has problems, 2 bad usage
+or the processor could not start (the message says why), 3 the running processor failed
+(a loop hit a bug, or the state database kept failing): systemd restarts it and the
+unit shows the failure.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def main(argv: list[str]) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     setup_logging(config.logging.level, config.logging.format)
-    from stream.runtime import serve
+    from stream.runtime import TaskFailed, serve
 
     try:
         asyncio.run(serve(config))
@@ -88,6 +90,9 @@ def main(argv: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except TaskFailed as exc:  # logged with its traceback when it happened
+        print(f"carewatch stream: failed: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # a start-up failure: say what, not a traceback
         logging.getLogger("carewatch.stream").exception("cannot run: %s", exc)
         return 2

@@ -110,6 +110,19 @@ class Metrics:
         self.detector_errors = Counter(
             f"{PREFIX}_detector_errors", "Detector exceptions", ["detector"], registry=r
         )
+        self.internal_errors = Counter(
+            f"{PREFIX}_internal_errors",
+            "Failures contained to one signal, alert or partition (a bug or an unreadable"
+            " stored row), by where (signal, alert_timer, detector_timer)",
+            ["where"],
+            registry=r,
+        )
+        self.loop_errors = Counter(
+            f"{PREFIX}_loop_errors",
+            "State database failures a runtime loop retried with backoff, by loop",
+            ["loop"],
+            registry=r,
+        )
         self.acks = Counter(
             f"{PREFIX}_acks", "Responder actions by source and outcome", ["source", "outcome"],
             registry=r,

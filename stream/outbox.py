@@ -36,7 +36,9 @@ from typing import Any
 
 from stream.clock import Clock
 from stream.config import DeliveryConfig
+from stream.metrics import Metrics
 from stream.notifiers.base import Notification, Notifier, NotifyError
+from stream.retry import TRANSIENT, LoopRetry
 from stream.state import OutboxRow, StateStore
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,14 @@ class OutboxSender:
         *,
         on_result: ResultHook | None = None,
         concurrency: int = 16,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.delivery = delivery
         self.on_result = on_result
+        self.metrics = metrics
         self.wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
 
@@ -83,23 +87,31 @@ class OutboxSender:
         """Send until ``stop`` is set; sleeps until the next row is due or :attr:`wake`.
 
         Each due row is sent in its own task, so a slow receiver holds back only its own
-        queue (one alert's notifications to one recipient through one notifier).
+        queue (one alert's notifications to one recipient through one notifier). A state
+        database failing for a while (locked, I/O, full) is waited out with backoff
+        (:class:`stream.retry.LoopRetry`); a row whose outcome could not be recorded stays
+        pending and is sent again later with the same id.
         """
+        retry = LoopRetry("outbox", self.metrics, stop)
         # task -> the queue (notifier, recipient, alert) it is sending for
         inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         while not stop.is_set():
             self.wake.clear()
             busy = set(inflight.values())
-            now = self.clock.now_ms()
-            started = 0
-            for row in self.store.outbox_heads(now, limit=500):
-                queue = (row.notifier, row.recipient, row.alert_id)
-                if queue in busy:
-                    continue
-                inflight[asyncio.ensure_future(self._deliver(row))] = queue
-                busy.add(queue)
-                started += 1
-            deadline = self.store.next_outbox_attempt()
+            try:
+                now = self.clock.now_ms()
+                started = 0
+                for row in self.store.outbox_heads(now, limit=500):
+                    queue = (row.notifier, row.recipient, row.alert_id)
+                    if queue in busy:
+                        continue
+                    inflight[asyncio.ensure_future(self._deliver(row))] = queue
+                    busy.add(queue)
+                    started += 1
+                deadline = self.store.next_outbox_attempt()
+            except TRANSIENT as exc:
+                await retry.failed(exc)
+                continue
             if deadline is not None and deadline <= now and not started:
                 deadline = None  # what is due is in flight: wait for it to finish
             waiters: set[asyncio.Future[Any]] = {
@@ -111,8 +123,19 @@ class OutboxSender:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+            failure: BaseException | None = None
             for task in [t for t in inflight if t.done()]:
                 del inflight[task]
+                error = None if task.cancelled() else task.exception()
+                if error is None:
+                    continue
+                if not isinstance(error, TRANSIENT):
+                    raise error  # a bug: stop the processor (it exits non-zero)
+                failure = error
+            if failure is not None:
+                await retry.failed(failure)
+            else:
+                retry.ok()
         if inflight:
             # Let deliveries in progress finish (and be marked) before the shutdown.
             await asyncio.wait(set(inflight), timeout=5.0)

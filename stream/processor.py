@@ -59,7 +59,7 @@ from stream.context import ConfigContext
 from stream.dedup import SeqVerdict
 from stream.detectors.base import AlertSignal, Detector
 from stream.metrics import Metrics
-from stream.state import AlertRecord, GatewayRecord, StateStore
+from stream.state import AlertRecord, GatewayRecord, StateStore, database_failure
 from stream.telemetry.line_protocol import (
     SkipCounts,
     alert_to_point,
@@ -129,7 +129,9 @@ class Processor:
             absences=store.is_absent,
             default_timezone=config.default_site.timezone,
         )
-        self.alerts = AlertManager(store, config, on_transition=self._on_transition)
+        self.alerts = AlertManager(
+            store, config, on_transition=self._on_transition, on_error=self._contained
+        )
         self._tx_lines: list[str] = []
         self._lost_log: dict[str, tuple[int, float]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
@@ -336,13 +338,16 @@ class Processor:
                 state = self._load(detector, key)
                 state, out = detector.step(state, event, self.ctx)
                 deadline = detector.deadline(state)
-            except Exception:
+                encoded = msgspec.json.encode(state)
+            except Exception as exc:
+                if database_failure(exc):
+                    raise
                 self.metrics.detector_errors.labels(detector.name).inc()
                 log.exception(
                     "detector %s failed on %s:%s", detector.name, event.gateway, event.seq
                 )
                 continue
-            self.store.put_partition(detector.name, key, msgspec.json.encode(state), deadline, now)
+            self.store.put_partition(detector.name, key, encoded, deadline, now)
             signals += self._apply(out, now)
         return signals
 
@@ -360,9 +365,25 @@ class Processor:
             return detector.initial_state(key)
 
     def _apply(self, signals: Sequence[AlertSignal], now: int) -> int:
+        """Apply signals, each on its own: one that fails (a bug, a bad signal) is rolled
+        back, logged and counted, and neither the others nor the rest of the message or
+        timer pass are lost."""
+        applied = 0
         for signal in signals:
-            self.alerts.apply(signal, now)
-        return len(signals)
+            try:
+                with self.store.savepoint():
+                    self.alerts.apply(signal, now)
+            except Exception as exc:
+                if database_failure(exc):
+                    raise
+                log.exception("applying the signal %r failed; skipped", signal)
+                self._contained("signal")
+                continue
+            applied += 1
+        return applied
+
+    def _contained(self, where: str) -> None:
+        self.metrics.internal_errors.labels(where).inc()
 
     def synthetic(self, gw: GatewayRecord, reading: str, values: dict[str, Any], at: int) -> Event:
         """A ``kind="gateway"`` event (not deduplicated: seq 0)."""
@@ -509,7 +530,7 @@ class Processor:
                 self._tx_lines = []
                 due = self.store.due_partitions(now, batch) if detectors else []
                 for name, key, _deadline in due:
-                    self._tick(name, key, now)
+                    self._tick_guarded(name, key, now)
                 changed = self.alerts.tick(now)
                 if self.telemetry and self._tx_lines:
                     self.store.spool_add(self._tx_lines, now)
@@ -555,6 +576,19 @@ class Processor:
                 self.store.spool_add(self._tx_lines, now)
             self._tx_lines = []
         return created
+
+    def _tick_guarded(self, name: str, key: str, now: int) -> None:
+        # Whatever fails in one partition's timer stays there: rolled back, counted, and
+        # its timer dropped (a deadline that keeps failing would fire in a tight loop).
+        try:
+            with self.store.savepoint():
+                self._tick(name, key, now)
+        except Exception as exc:
+            if database_failure(exc):
+                raise
+            log.exception("detector %s: timer of %s failed; its timer is dropped", name, key)
+            self._contained("detector_timer")
+            self.store.disarm_partition(name, key)
 
     def _tick(self, name: str, key: str, now: int) -> None:
         detector = self._by_name.get(name)

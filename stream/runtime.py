@@ -39,12 +39,19 @@ from stream.notifiers.mqtt import MqttAlertNotifier
 from stream.outbox import OutboxSender
 from stream.processor import Processor
 from stream.registry import build_detectors
+from stream.retry import TRANSIENT, LoopRetry
 from stream.state import StateStore
 from stream.telemetry.sink import LineWriter, TelemetrySink
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 3600.0
+
+
+class TaskFailed(Exception):
+    """A loop of the running processor failed (see :meth:`StreamService.run`)."""
+
+
 #: Ingest has caught up with the broker's backlog after this long without a message...
 CATCHUP_QUIET_S = 1.0
 #: ...or this long after connecting, whichever comes first (a steady load never pauses).
@@ -103,7 +110,12 @@ class StreamService:
         notifiers["mqtt"] = MqttAlertNotifier(self.link.publish, config.mqtt.root)
         notifiers.update(extra_notifiers or {})
         self.sender = OutboxSender(
-            self.store, notifiers, self.clock, config.delivery, on_result=self._delivery
+            self.store,
+            notifiers,
+            self.clock,
+            config.delivery,
+            on_result=self._delivery,
+            metrics=self.metrics,
         )
         self.sink: TelemetrySink | None = None
         if config.telemetry.enabled:
@@ -174,15 +186,24 @@ class StreamService:
 
     # --- loops --------------------------------------------------------------------------
     async def _timers(self) -> None:
-        self.processor.seed_configured()
+        retry = LoopRetry("timers", self.metrics, self.stop_event)
+        seeded = False
         while not self.stop_event.is_set():
             self.timer_wake.clear()
             live = self.detectors_live()
-            handled = self.processor.run_due(detectors=live)
+            try:
+                if not seeded:
+                    self.processor.seed_configured()
+                    seeded = True
+                handled = self.processor.run_due(detectors=live)
+                deadline = None if handled else self.processor.next_deadline(detectors=live)
+            except TRANSIENT as exc:
+                await retry.failed(exc)
+                continue
+            retry.ok()
             if handled:
                 self.sender.wake.set()
                 continue
-            deadline = self.processor.next_deadline(detectors=live)
             waits = {
                 asyncio.ensure_future(self.clock.wait_until(deadline, self.timer_wake)),
                 asyncio.ensure_future(self.stop_event.wait()),
@@ -196,12 +217,18 @@ class StreamService:
                     waiter.cancel()
 
     async def _housekeeping(self) -> None:
+        retry = LoopRetry("housekeeping", self.metrics, self.stop_event)
         while not self.stop_event.is_set():
             now = self.clock.now_ms()
             keep_ms = int(self.config.state.retention_days * 86_400_000)
-            with self.store.transaction():
-                pruned = self.store.prune(now - keep_ms)
-                pruned["silences"] = self.store.prune_silences(now - keep_ms)
+            try:
+                with self.store.transaction():
+                    pruned = self.store.prune(now - keep_ms)
+                    pruned["silences"] = self.store.prune_silences(now - keep_ms)
+            except TRANSIENT as exc:
+                await retry.failed(exc)
+                continue
+            retry.ok()
             if any(pruned.values()):
                 log.info("housekeeping: pruned %s", pruned)
             with contextlib.suppress(TimeoutError):
@@ -213,7 +240,13 @@ class StreamService:
         self.stop_event.set()
 
     async def run(self) -> None:
-        """Run until :meth:`request_stop`; then close everything cleanly."""
+        """Run until :meth:`request_stop`; then close everything cleanly.
+
+        Raises :class:`TaskFailed` (after the clean shutdown) when a loop failed: a bug,
+        or a state database that kept failing (:mod:`stream.retry`). Failures of one
+        message, signal, alert or partition are contained where they happen and do not
+        end a loop.
+        """
         await self.sender.start()
         if self.api is not None:
             await self.api.start()
@@ -227,12 +260,20 @@ class StreamService:
             tasks[asyncio.ensure_future(self.sink.run(self.stop_event))] = "telemetry"
         self.started.set()
         log.info("stream processor running (%d detectors)", len(self.detectors))
+        failed: list[str] = []
         try:
             stopper = asyncio.ensure_future(self.stop_event.wait())
             done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stopper and task.exception() is not None:
-                    log.error("%s task failed: %r", tasks[task], task.exception())
+                if task is stopper:
+                    continue
+                error = task.exception()
+                if error is not None:
+                    log.error("%s task failed: %r", tasks[task], error, exc_info=error)
+                    failed.append(f"{tasks[task]}: {type(error).__name__}: {error}")
+                elif not self.stop_event.is_set():
+                    log.error("%s task ended unexpectedly", tasks[task])
+                    failed.append(f"{tasks[task]}: ended unexpectedly")
             self.stop_event.set()
             stopper.cancel()
             # Give the loops a moment to finish what they are doing, then cancel.
@@ -244,6 +285,9 @@ class StreamService:
                     await task
         finally:
             await self.close()
+        if failed:
+            log.error("stream processor stopped after a failure: %s", "; ".join(failed))
+            raise TaskFailed("; ".join(failed))
         log.info("stream processor stopped")
 
     async def close(self) -> None:

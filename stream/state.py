@@ -25,12 +25,12 @@ The store is used from one thread (the runtime's event loop); calls are short.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,13 @@ CREATE TABLE IF NOT EXISTS telemetry (
 
 class StateError(Exception):
     """The state database cannot be used (wrong schema version, not a database...)."""
+
+
+def database_failure(exc: BaseException) -> bool:
+    """True for an SQLite error about the database itself (locked, I/O, disk full,
+    corrupt), not about one row: the whole unit of work must fail and be retried rather
+    than the row be skipped. A constraint violation is about one row."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 # --- records ------------------------------------------------------------------------------
@@ -315,6 +322,7 @@ class StateStore:
             self.close()
             raise StateError(f"{self.path}: cannot use as the state database: {exc}") from exc
         self._in_tx = False
+        self._savepoints = 0
 
     def _lock(self) -> None:
         # Two processors on one database would both consume the broker session and
@@ -346,22 +354,47 @@ class StateStore:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
-    @contextmanager
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of effects: committed as a whole or not at all."""
         if self._in_tx:
             raise RuntimeError("nested StateStore.transaction")
-        self._in_tx = True
+        # BEGIN can fail (database locked by another process): then no transaction is
+        # open, and the next attempt must not be refused as nested.
         self.db.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            # Also when COMMIT itself failed (I/O error): a transaction left open would
+            # make every later BEGIN fail.
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_tx = False
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the current transaction that can fail alone: on an exception its
+        writes are undone (the rest of the transaction stays) and the exception goes on."""
+        if not self._in_tx:
+            raise RuntimeError("StateStore.savepoint outside a transaction")
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self.db.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute(f"ROLLBACK TO {name}")
+            self.db.execute(f"RELEASE {name}")
             raise
         else:
-            self.db.execute("COMMIT")
+            self.db.execute(f"RELEASE {name}")
         finally:
-            self._in_tx = False
+            self._savepoints -= 1
 
     # --- detector partitions --------------------------------------------------------------
     def get_partition(self, detector: str, key: str) -> bytes | None:
@@ -390,6 +423,12 @@ class StateStore:
             (now, limit),
         ).fetchall()
         return [(str(d), str(k), int(t)) for d, k, t in rows]
+
+    def disarm_partition(self, detector: str, key: str) -> None:
+        """Drop a partition's timer, keeping its state (its tick keeps failing)."""
+        self.db.execute(
+            "UPDATE partitions SET deadline=NULL WHERE detector=? AND key=?", (detector, key)
+        )
 
     def next_partition_deadline(self) -> int | None:
         """Earliest armed partition deadline."""
@@ -559,6 +598,20 @@ class StateStore:
             (now, limit),
         ).fetchall()
         return [_alert_decoder.decode(r[0]) for r in rows]
+
+    def due_alert_rows(self, now: int, limit: int = 500) -> list[tuple[str, bytes]]:
+        """(id, stored body) of open alerts with a timer at or before ``now``; the caller
+        decodes each one, so one unreadable row cannot stop the others."""
+        rows = self.db.execute(
+            "SELECT id, body FROM alerts WHERE next_action_at IS NOT NULL AND next_action_at <= ?"
+            " ORDER BY next_action_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [(str(i), bytes(b)) for i, b in rows]
+
+    def postpone_alert(self, alert_id: str, at: int) -> None:
+        """Move an alert's next timer to ``at`` without touching its body (a failing row)."""
+        self.db.execute("UPDATE alerts SET next_action_at=? WHERE id=?", (at, alert_id))
 
     def next_alert_deadline(self) -> int | None:
         """Earliest armed alert timer."""

@@ -34,6 +34,7 @@ from typing import Protocol
 from stream.clock import Clock
 from stream.config import TelemetryConfig
 from stream.metrics import Metrics
+from stream.retry import TRANSIENT, LoopRetry
 from stream.state import StateStore
 from stream.telemetry.errors import TelemetryError
 
@@ -77,17 +78,25 @@ class TelemetrySink:
     async def run(self, stop: asyncio.Event) -> None:
         """Write until ``stop`` is set (then one last attempt to flush what is due)."""
         backoff_ms = 500
+        retry = LoopRetry("telemetry", self.metrics, stop)
         while not stop.is_set():
-            self._trim()
             try:
+                self._trim()
                 written = await self.flush_once()
+            except TRANSIENT as exc:
+                # The state database (the spool) failed: lines written but not deleted
+                # are written again later, which InfluxDB treats as an overwrite.
+                await retry.failed(exc)
+                continue
             except TelemetryError as exc:
+                retry.ok()  # the spool answered; InfluxDB did not
                 wait_ms = backoff_ms
                 if exc.retry_after is not None:  # InfluxDB said when (429, 503)
                     wait_ms = max(wait_ms, int(exc.retry_after * 1000))
                 backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
                 await self._sleep(stop, min(wait_ms, self.config.retry_max_ms) / 1000, wake=False)
                 continue
+            retry.ok()
             backoff_ms = 500
             if written == 0:
                 self.wake.clear()

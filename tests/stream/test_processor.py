@@ -415,3 +415,78 @@ def test_backlog_after_an_outage_is_processed_exactly_once(
     gw = store.get_gateway("gw-1", "site-a")
     assert (gw.seqs.missing(), gw.seqs.holes, gw.seqs.above) == (0, [], set())
     assert sum(1 for line in spooled(store) if line.startswith("pendant,")) == backlog + 1
+
+
+class Faulty(Detector[Seen]):
+    """A detector with a bug: on a "boom" reading (and on its timer) it emits a signal
+    the alert manager cannot store (details that are not JSON)."""
+
+    name: ClassVar[str] = "faulty"
+    state_type: ClassVar[type[msgspec.Struct]] = Seen
+
+    def key(self, event: Event) -> str | None:
+        return event.device if event.reading == "boom" else None
+
+    def initial_state(self, key: str) -> Seen:
+        return Seen()
+
+    def bad_signal(self, subject: str, t: int) -> AlertSignal:
+        return AlertSignal(
+            condition="broken", subject=subject, site="site-a", time=t,
+            severity=Severity.HIGH, reason="bug", details={"x": object()},
+        )  # fmt: skip
+
+    def step(
+        self, state: Seen, event: Event, ctx: DetectorContext
+    ) -> tuple[Seen, list[AlertSignal]]:
+        return Seen([event.device, str(event.time)]), [self.bad_signal(event.device, event.time)]
+
+    def deadline(self, state: Seen) -> int | None:
+        return int(state.events[1]) + 600_000 if state.events else None
+
+    def tick(self, state: Seen, now: int, ctx: DetectorContext) -> tuple[Seen, list[AlertSignal]]:
+        return Seen(), [self.bad_signal(state.events[0], now)]
+
+
+def test_a_failing_signal_loses_neither_the_batch_nor_other_alerts(
+    config: StreamConfig, store: StateStore
+) -> None:
+    clock = ManualClock(T0 + 5000)
+    proc = Processor(config, store, clock, [Faulty(), AlarmDetector(fall=False), Recorder()])
+    boom = ev(1, "boom", device="sensor-9", urgent=False)
+    out = proc.handle_message(TOPIC, encode_batch([boom, ev(2), ev(3, "heartbeat")]))
+    # The bad signal is skipped on its own; the batch is not dead-lettered.
+    assert (out.accepted, out.dead) == (3, 0)
+    assert store.dead_letters() == []
+    assert len(recorded(store)) == 3
+    [alert] = store.open_alerts()
+    assert alert.condition == "emergency"
+    assert proc.metrics.value("carewatch_stream_internal_errors_total", where="signal") == 1
+    # Nothing half-written by the failed signal survives (its savepoint was rolled back).
+    count = store.db.execute("SELECT COUNT(*) FROM transitions").fetchone()[0]
+    assert count == len(store.transitions(alert.id)) == 1
+    # Its timer fails the same way later: contained too, and the pass ends.
+    assert proc.run_due(T0 + 3_600_000) >= 1
+    assert proc.metrics.value("carewatch_stream_internal_errors_total", where="signal") == 2
+    assert store.partitions("faulty")[0][2] is None  # the tick ran; no timer left
+
+
+def test_an_unreadable_alert_does_not_stop_the_timers(
+    config: StreamConfig, store: StateStore
+) -> None:
+    clock = ManualClock(T0)
+    proc = Processor(config, store, clock, [AlarmDetector(fall=False)])
+    proc.handle_message(TOPIC, encode_batch([ev(1, t=0)]))
+    [good] = store.open_alerts()
+    with store.transaction():  # a row another version wrote, or damaged
+        store.db.execute(
+            "INSERT INTO alerts (id, key, site, state, next_action_at, body)"
+            " VALUES ('bad', 'k', 'site-a', 'raised', ?, x'7b6e6f7420')",
+            (T0 + 1000,),
+        )
+    assert proc.run_due(T0 + 10 * 60_000) >= 2
+    # The good alert got its reminder; the bad row is counted and tried again later.
+    assert [t["kind"] for t in store.transitions(good.id)][-1] == "reminder"
+    assert proc.metrics.value("carewatch_stream_internal_errors_total", where="alert_timer") == 1
+    (next_at,) = store.db.execute("SELECT next_action_at FROM alerts WHERE id='bad'").fetchone()
+    assert next_at == T0 + 11 * 60_000
