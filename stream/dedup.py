@@ -28,6 +28,24 @@ carries a receive time no later than the newest one seen. An event numbered at o
 below the highest one seen, already seen, but received clearly after everything seen
 so far therefore means the numbering was reset: the window starts over (counted as a
 reset).
+
+One kind of copy does carry a newer receive time: a gateway that booted without a
+trusted clock stamps events with estimates (``clock_ok=false``); when NTP answers, the
+agent corrects the stamps of the events still queued, including ones already published
+but not yet acknowledged, and marks them ``clock_ok=true``. Resent after a reconnect,
+such a copy looks newer than everything. So the window also remembers, as a few ranges
+(``untrusted``), which numbers first arrived with an untrusted clock, and when: a copy
+of one of them arriving with a trusted clock within :data:`CORRECTION_HORIZON_MS` is a
+duplicate whatever its receive time. A real reset is still recognized on its first
+number outside those ranges (new numbering starts at 1, and an untrusted stretch is the
+few minutes after a boot, so at worst those few numbers of a new numbering are taken for
+copies, and only if the old numbering's untrusted boot was less than a day before).
+
+A position rule ("a reset must be far below the newest number") was rejected: it misses
+the reset of a gateway younger than the window, and the clock-corrected copies of a
+backlog can themselves be far below the newest number (urgent events overtake it).
+An explicit signal from the agent (an id of its queue file in every batch) would make
+both cases certain; the Event schema has none yet.
 """
 
 from __future__ import annotations
@@ -44,6 +62,11 @@ DEFAULT_MAX_HOLES = 256
 # A reset needs the receive time to move past the newest one seen by more than this:
 # a gateway's clock jitters a little between a message and its copy on no real system.
 RESET_SLACK_MS = 1_000
+#: How long numbers that arrived with an untrusted clock are remembered (a clock-
+#: corrected copy is resent after a reconnect: minutes, at most hours, later).
+CORRECTION_HORIZON_MS = 86_400_000
+#: Untrusted stretches remembered per gateway (one per boot without a clock).
+MAX_UNTRUSTED = 16
 
 
 class SeqVerdict(StrEnum):
@@ -61,6 +84,7 @@ class SeqResult:
     verdict: SeqVerdict
     gap: tuple[int, int] | None = None  # (first, last) missing numbers opened by this one
     lost: int = 0  # numbers given up (more than ``max_holes`` ranges were pending)
+    corrected: bool = False  # a duplicate whose receive time the gateway corrected
 
 
 @dataclass(slots=True)
@@ -70,6 +94,8 @@ class SeqWindow:
     low: int = 0
     above: set[int] = field(default_factory=set)
     holes: list[tuple[int, int]] = field(default_factory=list)
+    # (first, last, seen at) of numbers that first arrived with an untrusted clock
+    untrusted: list[tuple[int, int, int]] = field(default_factory=list)
     max_received: int = 0
     window: int = DEFAULT_WINDOW
     max_holes: int = DEFAULT_MAX_HOLES
@@ -98,28 +124,57 @@ class SeqWindow:
             return seq in self.above
         return self._hole_index(seq) is None
 
-    def accept(self, seq: int, received: int) -> SeqResult:
-        """Record ``seq`` (with the event's receive time) and say what it is."""
+    def accept(self, seq: int, received: int, *, clock_ok: bool = True, now: int = 0) -> SeqResult:
+        """Record ``seq`` and say what it is.
+
+        ``received`` and ``clock_ok`` are the event's; ``now`` is the processor's clock
+        (ms), used to forget untrusted stretches after :data:`CORRECTION_HORIZON_MS`.
+        """
         if seq <= self.low:
             i = self._hole_index(seq)
             if i is not None:
                 self._fill(i, seq)
                 self.max_received = max(self.max_received, received)
+                self._note_clock(seq, clock_ok, now)
                 return SeqResult(SeqVerdict.NEW, lost=self._trim_holes())
-            return self._seen_again(seq, received)
+            return self._seen_again(seq, received, clock_ok, now)
         if seq in self.above:
-            return self._seen_again(seq, received)
+            return self._seen_again(seq, received, clock_ok, now)
         high = self.high
         gap = (high + 1, seq - 1) if seq > high + 1 else None
         lost = self._add(seq, received)
+        self._note_clock(seq, clock_ok, now)
         return SeqResult(SeqVerdict.NEW, gap=gap, lost=lost)
 
-    def _seen_again(self, seq: int, received: int) -> SeqResult:
+    def _seen_again(self, seq: int, received: int, clock_ok: bool, now: int) -> SeqResult:
         if received > self.max_received + RESET_SLACK_MS and seq < self.high:
-            self.low, self.above, self.holes = 0, set(), []
+            if clock_ok and self._first_untrusted(seq, now):
+                # A copy whose stamps the gateway corrected once its clock was trusted.
+                return SeqResult(SeqVerdict.DUPLICATE, corrected=True)
+            self.low, self.above, self.holes, self.untrusted = 0, set(), [], []
             self._add(seq, received)
+            self._note_clock(seq, clock_ok, now)
             return SeqResult(SeqVerdict.RESET)
         return SeqResult(SeqVerdict.DUPLICATE)
+
+    def _first_untrusted(self, seq: int, now: int) -> bool:
+        return any(
+            first <= seq <= last and now - at <= CORRECTION_HORIZON_MS
+            for first, last, at in self.untrusted
+        )
+
+    def _note_clock(self, seq: int, clock_ok: bool, now: int) -> None:
+        """Remember ``seq`` among the numbers that arrived with an untrusted clock."""
+        if clock_ok:
+            return
+        for i, (first, last, _at) in enumerate(self.untrusted):
+            if first - 1 <= seq <= last + 1:
+                self.untrusted[i] = (min(first, seq), max(last, seq), now)
+                return
+        self.untrusted.append((seq, seq, now))
+        # Keep the most recent stretches (by when they were seen).
+        self.untrusted.sort(key=lambda r: r[2])
+        del self.untrusted[:-MAX_UNTRUSTED]
 
     def _fill(self, i: int, seq: int) -> None:
         first, last = self.holes[i]
@@ -173,6 +228,7 @@ class SeqWindow:
             "low": self.low,
             "above": sorted(self.above),
             "holes": [list(h) for h in self.holes],
+            "untrusted": [list(u) for u in self.untrusted],
             "max_received": self.max_received,
         }
 
@@ -189,13 +245,15 @@ class SeqWindow:
         low = data.get("low", 0)
         above = data.get("above", [])
         holes = data.get("holes", [])
+        untrusted = data.get("untrusted", [])
         max_received = data.get("max_received", 0)
         assert isinstance(low, int) and isinstance(above, list) and isinstance(holes, list)
-        assert isinstance(max_received, int)
+        assert isinstance(untrusted, list) and isinstance(max_received, int)
         return cls(
             low=low,
             above={int(s) for s in above},
             holes=[(int(h[0]), int(h[1])) for h in holes],
+            untrusted=[(int(u[0]), int(u[1]), int(u[2])) for u in untrusted],
             max_received=max_received,
             window=window,
             max_holes=max_holes,

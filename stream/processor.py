@@ -231,7 +231,7 @@ class Processor:
         gw.site = topic.site
         accepted: list[Event] = []
         for event in events:
-            verdict = self._dedup(gw, event)
+            verdict = self._dedup(gw, event, now)
             if verdict is SeqVerdict.DUPLICATE:
                 outcome.duplicates += 1
                 continue
@@ -267,10 +267,16 @@ class Processor:
                 self._tx_lines += events_to_lines(accepted, self.skipped)
         return outcome
 
-    def _dedup(self, gw: GatewayRecord, event: Event) -> SeqVerdict:
-        result = gw.seqs.accept(event.seq, event.received)
+    def _dedup(self, gw: GatewayRecord, event: Event, now: int) -> SeqVerdict:
+        result = gw.seqs.accept(event.seq, event.received, clock_ok=event.clock_ok, now=now)
         if result.verdict is SeqVerdict.DUPLICATE:
             gw.duplicates += 1
+            if result.corrected:
+                log.info(
+                    "gateway %s: seq %s sent again with a corrected clock; duplicate",
+                    gw.gateway,
+                    event.seq,
+                )
             return result.verdict
         if result.verdict is SeqVerdict.RESET:
             gw.resets += 1

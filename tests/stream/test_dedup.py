@@ -112,3 +112,29 @@ def test_each_number_is_new_exactly_once(seqs: list[int], window: int) -> None:
     assert len(new) == len(set(new))
     if lost == 0:
         assert set(new) == set(seqs)
+
+
+def test_clock_corrected_copy_is_a_duplicate_only_within_the_horizon() -> None:
+    w = SeqWindow()
+    for s in range(1, 11):
+        w.accept(s, R + s)
+    for s in range(11, 21):  # booted without a clock: estimated receive times
+        w.accept(s, R + 100 + s, clock_ok=False, now=R)
+    assert w.untrusted == [(11, 20, R)]
+    # NTP answered: the same events again, 2 h later by their corrected stamps
+    copy = w.accept(15, R + 7_200_000 + 15, now=R + 60_000)
+    assert (copy.verdict, copy.corrected) == (SeqVerdict.DUPLICATE, True)
+    # a newer receive time on a number that came with a trusted clock: a reset
+    assert w.accept(5, R + 7_200_000, now=R + 60_000).verdict is SeqVerdict.RESET
+    assert w.untrusted == []
+
+
+def test_untrusted_stretches_are_forgotten_after_a_day() -> None:
+    w = SeqWindow()
+    for s in range(1, 21):
+        w.accept(s, R + s, clock_ok=s > 5, now=R)
+    again = SeqWindow.load(w.dump())
+    assert again.untrusted == [(1, 5, R)]
+    # a new numbering (lost disk) a month later starts at 1: recognized at once
+    month = 30 * 86_400_000
+    assert again.accept(1, R + month, now=R + month).verdict is SeqVerdict.RESET

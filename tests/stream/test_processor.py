@@ -490,3 +490,44 @@ def test_an_unreadable_alert_does_not_stop_the_timers(
     assert proc.metrics.value("carewatch_stream_internal_errors_total", where="alert_timer") == 1
     (next_at,) = store.db.execute("SELECT next_action_at FROM alerts WHERE id='bad'").fetchone()
     assert next_at == T0 + 11 * 60_000
+
+
+def test_clock_corrected_copies_are_duplicates_not_a_reset(
+    config: StreamConfig, store: StateStore
+) -> None:
+    """A gateway boots without a clock, publishes, gets NTP, corrects the stamps of what
+    is still queued (published but unacknowledged too) and resends it after a reconnect."""
+    hour = 3_600_000
+    clock = ManualClock(T0 + 5 * hour)
+    proc = make(config, store, clock)
+    proc.handle_message(TOPIC, encode_batch([ev(s, "heartbeat") for s in range(1, 101)]))
+    # After the reboot: stamps estimated from the last known time (2 hours behind).
+    untrusted = [
+        msgspec.structs.replace(
+            ev(s, "press" if s == 120 else "heartbeat", t=100_000 + s * 10), clock_ok=False
+        )
+        for s in range(101, 151)
+    ]
+    proc.handle_message(TOPIC, encode_batch(untrusted))
+    [alert] = store.open_alerts()
+    proc.resolve(alert.id, "nurse-li", "checked")
+    lines = len(spooled(store))
+    outbox = len(store.outbox())
+    corrected = [
+        msgspec.structs.replace(e, received=e.received + 2 * hour, time=e.time + 2 * hour,
+                                clock_ok=True)
+        for e in untrusted
+    ]  # fmt: skip
+    clock.advance(60_000)
+    out = proc.handle_message(TOPIC, encode_batch(corrected))
+    assert (out.accepted, out.duplicates) == (0, 50)
+    gw = store.get_gateway("gw-1", "site-a")
+    assert gw.resets == 0
+    assert store.open_alerts() == []  # no second SOS alert, nobody paged again
+    assert (len(spooled(store)), len(store.outbox())) == (lines, outbox)
+    # A gateway that really lost its disk is still recognized.
+    clock.advance(hour)
+    fresh = ev(1, t=5 * hour + 10_000)
+    assert proc.handle_message(TOPIC, encode_batch([fresh])).accepted == 1
+    assert store.get_gateway("gw-1", "site-a").resets == 1
+    assert len(store.open_alerts()) == 1
