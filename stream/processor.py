@@ -133,7 +133,7 @@ class Processor:
             store, config, on_transition=self._on_transition, on_error=self._contained
         )
         self._tx_lines: list[str] = []
-        self._lost_log: dict[str, tuple[int, float]] = {}
+        self._lost_log: dict[tuple[str, str], tuple[int, float]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
             d.name: msgspec.json.Decoder(d.state_type) for d in self.detectors
         }
@@ -228,7 +228,6 @@ class Processor:
         if not events:
             return outcome
         gw = self.store.get_gateway(topic.gateway, topic.site)
-        gw.site = topic.site
         accepted: list[Event] = []
         for event in events:
             verdict = self._dedup(gw, event, now)
@@ -269,12 +268,13 @@ class Processor:
 
     def _dedup(self, gw: GatewayRecord, event: Event, now: int) -> SeqVerdict:
         result = gw.seqs.accept(event.seq, event.received, clock_ok=event.clock_ok, now=now)
+        name = f"{gw.site}/{gw.gateway}"
         if result.verdict is SeqVerdict.DUPLICATE:
             gw.duplicates += 1
             if result.corrected:
                 log.info(
                     "gateway %s: seq %s sent again with a corrected clock; duplicate",
-                    gw.gateway,
+                    name,
                     event.seq,
                 )
             return result.verdict
@@ -283,7 +283,7 @@ class Processor:
             self.metrics.seq_resets.inc()
             log.warning(
                 "gateway %s restarted its sequence numbers (seq %s received after %s)",
-                gw.gateway,
+                name,
                 event.seq,
                 gw.seqs.max_received,
             )
@@ -293,16 +293,14 @@ class Processor:
             # Often just reordering (urgent events overtake telemetry on the gateway):
             # these numbers stay expected; only what the bounded window has to give up
             # is reported as lost below.
-            log.info(
-                "gateway %s: seq %d..%d missing so far (got %d)", gw.gateway, first, last, event.seq
-            )
+            log.info("gateway %s: seq %d..%d missing so far (got %d)", name, first, last, event.seq)
         if result.lost:
             gw.lost += result.lost
             self.metrics.seq_lost.inc(result.lost)
-            self._log_lost(gw.gateway, result.lost)
+            self._log_lost((gw.site, gw.gateway), result.lost)
         return result.verdict
 
-    def _log_lost(self, gateway: str, lost: int) -> None:
+    def _log_lost(self, gateway: tuple[str, str], lost: int) -> None:
         # A gateway with many holes (its agent dropping telemetry from a full queue)
         # gives numbers up often: log a sum at most once a minute per gateway (the
         # counter has every one).
@@ -313,7 +311,7 @@ class Processor:
             log.error(
                 "gateway %s: %d missing sequence numbers given up as lost (too many holes"
                 " pending; a copy arriving later is dropped as a duplicate)",
-                gateway,
+                "/".join(gateway),
                 pending,
             )
             self._lost_log[gateway] = (0, mono)
@@ -415,12 +413,11 @@ class Processor:
             self._dead_in_tx(now, raw_topic, "status", "expected online or offline", payload)
             return Outcome(dead=1)
         gw = self.store.get_gateway(topic.gateway, topic.site)
-        gw.site = topic.site
         outcome = Outcome()
         if gw.online != online:
             gw.online = online
             gw.status_at = now
-            log.info("gateway %s is %s", gw.gateway, "online" if online else "offline")
+            log.info("gateway %s/%s is %s", gw.site, gw.gateway, "online" if online else "offline")
             event = self.synthetic(gw, "status", {"online": online}, now)
             outcome.signals = self._run_detectors(event, now)
             if self.telemetry:
@@ -465,7 +462,6 @@ class Processor:
             self._dead_in_tx(now, raw_topic, "health", f"malformed heartbeat: {exc}", payload)
             return Outcome(dead=1)
         gw = self.store.get_gateway(topic.gateway, topic.site)
-        gw.site = topic.site
         gw.last_seen = now
         devices = doc.get("devices")
         if isinstance(devices, dict):

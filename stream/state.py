@@ -11,8 +11,10 @@ Tables:
 
 - ``partitions``: detector partition states (msgspec JSON) and each one's next deadline
   (the timers index: a restart finds the deadlines that passed while it was down);
-- ``gateways``: per-gateway dedup window (:mod:`stream.dedup`), event-time watermark,
-  online status and device health seen last, counters;
+- ``gateways``: per (site, gateway) dedup window (:mod:`stream.dedup`), event-time
+  watermark, online status and device health seen last, counters. Gateway ids are
+  unique within a site only (topics are ``{site}/{gateway}/...``): two sites may both
+  have a ``gw-1``, and they must not share sequence numbers;
 - ``dead_letters``: malformed input with the reason, bounded;
 - ``alerts`` / ``transitions``: the alert lifecycle; at most one open alert per dedup
   key (a unique partial index enforces it);
@@ -39,7 +41,8 @@ import msgspec
 
 from stream.dedup import DEFAULT_WINDOW, SeqWindow
 
-SCHEMA_VERSION = 1
+# 2: gateways keyed by (site, gateway): gateway ids are unique within a site only.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,8 +57,8 @@ CREATE TABLE IF NOT EXISTS partitions (
 CREATE INDEX IF NOT EXISTS partitions_deadline ON partitions (deadline)
     WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS gateways (
-    gateway TEXT PRIMARY KEY,
     site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
     seqs TEXT NOT NULL,
     max_time INTEGER NOT NULL DEFAULT 0,
     online INTEGER,
@@ -66,8 +69,9 @@ CREATE TABLE IF NOT EXISTS gateways (
     lost INTEGER NOT NULL DEFAULT 0,
     resets INTEGER NOT NULL DEFAULT 0,
     late INTEGER NOT NULL DEFAULT 0,
-    last_seen INTEGER NOT NULL DEFAULT 0
-);
+    last_seen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (site, gateway)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at INTEGER NOT NULL,
@@ -447,11 +451,12 @@ class StateStore:
 
     # --- gateways -------------------------------------------------------------------------
     def get_gateway(self, gateway: str, site: str) -> GatewayRecord:
-        """The gateway's record; a fresh one (not stored yet) when never seen."""
+        """The record of gateway ``gateway`` of ``site``; a fresh one (not stored yet)
+        when never seen."""
         row = self.db.execute(
             "SELECT site, seqs, max_time, online, status_at, devices, events, duplicates,"
-            " lost, resets, late, last_seen FROM gateways WHERE gateway=?",
-            (gateway,),
+            " lost, resets, late, last_seen FROM gateways WHERE site=? AND gateway=?",
+            (site, gateway),
         ).fetchone()
         if row is None:
             return GatewayRecord(gateway, site, SeqWindow(window=self.dedup_window))
@@ -476,7 +481,7 @@ class StateStore:
         self.db.execute(
             "INSERT INTO gateways (gateway, site, seqs, max_time, online, status_at, devices,"
             " events, duplicates, lost, resets, late, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (gateway) DO UPDATE SET site=excluded.site, seqs=excluded.seqs,"
+            " ON CONFLICT (site, gateway) DO UPDATE SET seqs=excluded.seqs,"
             " max_time=excluded.max_time, online=excluded.online, status_at=excluded.status_at,"
             " devices=excluded.devices, events=excluded.events, duplicates=excluded.duplicates,"
             " lost=excluded.lost, resets=excluded.resets, late=excluded.late,"
@@ -500,8 +505,8 @@ class StateStore:
 
     def gateways(self) -> list[GatewayRecord]:
         """Every known gateway."""
-        names = [r[0] for r in self.db.execute("SELECT gateway, site FROM gateways ORDER BY 1")]
-        return [self.get_gateway(n, "") for n in names]
+        keys = self.db.execute("SELECT gateway, site FROM gateways ORDER BY site, gateway")
+        return [self.get_gateway(str(g), str(s)) for g, s in keys.fetchall()]
 
     # --- dead letters ---------------------------------------------------------------------
     def add_dead_letter(

@@ -531,3 +531,21 @@ def test_clock_corrected_copies_are_duplicates_not_a_reset(
     assert proc.handle_message(TOPIC, encode_batch([fresh])).accepted == 1
     assert store.get_gateway("gw-1", "site-a").resets == 1
     assert len(store.open_alerts()) == 1
+
+
+def test_same_gateway_id_in_two_sites_keeps_two_windows(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = make(config, store, ManualClock(T0 + 60_000))
+    for site in ("site-a", "site-b"):
+        batch = [ev(s, "heartbeat", site=site) for s in range(1, 11)]
+        out = proc.handle_message(events_topic(site, "gw-1"), encode_batch(batch))
+        assert (out.accepted, out.duplicates) == (10, 0)
+    proc.handle_message(status_topic("site-b", "gw-1"), b"offline")
+    a, b = store.get_gateway("gw-1", "site-a"), store.get_gateway("gw-1", "site-b")
+    assert (a.events, b.events) == (10, 10)
+    assert (a.online, b.online) == (None, False)
+    assert [(g.site, g.gateway) for g in store.gateways()] == [
+        ("site-a", "gw-1"),
+        ("site-b", "gw-1"),
+    ]
