@@ -495,18 +495,21 @@ def _severity_map(r: _Reader, data: Any, path: str, defaults: Mapping[str, int])
     return {key: r.get(m, path, key, value, parse_duration_ms) for key, value in out.items()}
 
 
-def load_config(path: str | Path) -> StreamConfig:
-    """Read and validate a stream config file; raises :class:`ConfigProblems`."""
+def _read_yaml(path: str | Path) -> Any:
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigProblems(file, [("", f"cannot read: {exc.strerror or exc}")]) from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigProblems(file, [("", f"not valid YAML: {exc}")]) from exc
-    return parse_config(data, file=file)
+
+
+def load_config(path: str | Path) -> StreamConfig:
+    """Read and validate a stream config file; raises :class:`ConfigProblems`."""
+    return parse_config(_read_yaml(path), file=str(path))
 
 
 def parse_config(data: Any, file: str = "<config>") -> StreamConfig:
@@ -836,17 +839,47 @@ def _parse_sites(
 def check_config(path: str | Path) -> list[str]:
     """Every problem of a config file, one line each, with its path (``--check``).
 
-    Besides the schema this instantiates the configured detectors, so an unknown
-    detector name or a bad detector option is reported too.
+    Besides the schema this instantiates the configured detectors and notifiers, so an
+    unknown detector, a bad detector option or a notifier that cannot be built is
+    reported too, in the same run as the schema's problems: the detectors and notifiers
+    whose own sections are valid are built even when other sections have problems.
     """
     try:
-        cfg = load_config(path)
+        data = _read_yaml(path)
     except ConfigProblems as exc:
-        return [f"{exc_path}: {msg}" if exc_path else msg for exc_path, msg in exc.problems]
+        return [f"{p}: {m}" if p else m for p, m in exc.problems]
+    problems: list[tuple[str, str]] = []
+    cfg: StreamConfig | None = None
+    try:
+        cfg = parse_config(data, file=str(path))
+    except ConfigProblems as exc:
+        problems += exc.problems
+    if cfg is not None:
+        detectors, notifiers = cfg.detectors, dict(cfg.notifiers)
+    else:
+        # Parse the two sections again on their own (their problems are listed already)
+        # and leave out the entries whose sections have problems of their own.
+        top = data if isinstance(data, Mapping) else {}
+        scratch = _Reader()
+        flawed = {tuple(p.split(".")[:2]) for p, _ in problems}
+        detectors = tuple(
+            d
+            for d in _parse_detectors(scratch, top.get("detectors", _MISSING))
+            if ("detectors", d.name) not in flawed
+        )
+        notifiers = {
+            name: n
+            for name, n in _parse_notifiers(
+                scratch, scratch.mapping(top.get("notifiers"), "notifiers")
+            ).items()
+            if ("notifiers", name) not in flawed
+        }
+    from stream.notifiers import build_notifiers
     from stream.registry import build_detectors  # imports detector modules
 
-    try:
-        build_detectors(cfg.detectors)
-    except ConfigProblems as exc:
-        return [f"{p}: {m}" for p, m in exc.problems]
-    return []
+    for build in (lambda: build_detectors(detectors), lambda: build_notifiers(notifiers)):
+        try:
+            build()
+        except ConfigProblems as exc:
+            problems += exc.problems
+    return [f"{p}: {m}" if p else m for p, m in problems]

@@ -95,18 +95,20 @@ class StreamService:
             config.clock.kind, config.clock.speed, config.clock.epoch_ms
         )
         self.metrics = Metrics()
+        # What the config can get wrong first (ConfigProblems), before the database is
+        # opened and locked.
+        self.detectors = (
+            list(detectors) if detectors is not None else build_detectors(config.detectors)
+        )
+        notifiers: dict[str, Notifier] = build_notifiers(config.notifiers)
         self.store = StateStore(
             config.state.path,
             synchronous=config.state.synchronous,
             dedup_window=config.ingest.dedup_window,
         )
         self.metrics.watch_store(self.store, self.clock.now_ms)
-        self.detectors = (
-            list(detectors) if detectors is not None else build_detectors(config.detectors)
-        )
         self.processor = Processor(config, self.store, self.clock, self.detectors, self.metrics)
         self.link = MqttLink(config.mqtt, self._handle, on_state=self._mqtt_state)
-        notifiers: dict[str, Notifier] = build_notifiers(config.notifiers)
         notifiers["mqtt"] = MqttAlertNotifier(self.link.publish, config.mqtt.root)
         notifiers.update(extra_notifiers or {})
         self.sender = OutboxSender(

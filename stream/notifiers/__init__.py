@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from stream.config import NotifierConfig
+from stream.config import ConfigProblems, NotifierConfig
 from stream.notifiers import render
 from stream.notifiers.base import Notification, Notifier, NotifyError
 
@@ -27,19 +27,29 @@ class LogNotifier(Notifier):
 
 
 def build_notifiers(configs: Mapping[str, NotifierConfig]) -> dict[str, Notifier]:
-    """One notifier object per configured notifier."""
+    """One notifier object per configured notifier.
+
+    Raises :class:`~stream.config.ConfigProblems` listing every notifier that cannot be
+    built (``carewatch stream --check`` reports them with the schema's problems).
+    """
     from stream.notifiers.http import DingTalkNotifier, WebhookNotifier, WeComNotifier
 
     out: dict[str, Notifier] = {}
+    problems: list[tuple[str, str]] = []
     for name, cfg in configs.items():
-        if cfg.type == "webhook":
-            out[name] = WebhookNotifier(cfg)
-        elif cfg.type == "wecom":
-            out[name] = WeComNotifier(cfg)
-        elif cfg.type == "dingtalk":
-            out[name] = DingTalkNotifier(cfg)
-        elif cfg.type == "log":
-            out[name] = LogNotifier(name)
-        else:  # config validation allows only the types above
-            raise ValueError(f"notifier {name}: unknown type {cfg.type!r}")
+        try:
+            if cfg.type == "webhook":
+                out[name] = WebhookNotifier(cfg)
+            elif cfg.type == "wecom":
+                out[name] = WeComNotifier(cfg)
+            elif cfg.type == "dingtalk":
+                out[name] = DingTalkNotifier(cfg)
+            elif cfg.type == "log":
+                out[name] = LogNotifier(name)
+            else:  # config validation allows only the types above
+                raise ValueError(f"unknown type {cfg.type!r}")
+        except ValueError as exc:
+            problems.append((f"notifiers.{name}", str(exc)))
+    if problems:
+        raise ConfigProblems("<notifiers>", problems)
     return out

@@ -35,9 +35,10 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
 
@@ -46,6 +47,7 @@ from stream.notifiers import render
 from stream.notifiers.base import Notification, Notifier, NotifyError
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
 # Group robots answer HTTP 200 with an errcode; these mean "later", not "never".
 WECOM_RETRYABLE = frozenset({-1, 45009, 45033})  # busy, frequency limit, too many calls
 DINGTALK_RETRYABLE = frozenset({-1, 130101, 130102})  # busy, too fast
@@ -74,7 +76,18 @@ class HttpNotifier(Notifier):
     def __init__(self, config: NotifierConfig) -> None:
         super().__init__(config.name)
         if not config.url:
-            raise ValueError(f"notifier {config.name}: url is required")
+            raise ValueError("url is required")
+        parts = urlsplit(config.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url {config.url!r}: expected http(s)://host/...")
+        for header, value in config.headers.items():
+            # aiohttp would refuse these on every send; say so at start (and --check).
+            if not _TOKEN.fullmatch(header):
+                raise ValueError(f"headers: {header!r} is not a valid HTTP header name")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"headers.{header}: a value cannot contain line breaks")
+        if config.timeout_ms <= 0:
+            raise ValueError("timeout must be more than 0")
         self.config = config
         self.url = config.url
         self._session: aiohttp.ClientSession | None = None

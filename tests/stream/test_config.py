@@ -147,3 +147,47 @@ def test_site_partitioning() -> None:
     ]
     with pytest.raises(ConfigProblems, match=r"mqtt\.sites"):
         parse_config({"mqtt": {"sites": ["bad site"]}})
+
+
+def test_check_lists_schema_detector_and_notifier_problems_together(tmp_path: Path) -> None:
+    from stream.config import check_config
+
+    path = tmp_path / "all.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "ingest": {"dedup_window": 1},  # a schema problem
+                "detectors": {"teleport": {}, "alarm": {"merge_s": -1}},
+                "notifiers": {
+                    "hook": {"type": "webhook", "url": "http://"},
+                    "robot": {"type": "wecom", "url": "https://x/", "headers": {"X-A\nB": "1"}},
+                    "bad": {"type": "pager"},  # its own schema problem: reported once
+                },
+            }
+        )
+    )
+    problems = check_config(path)
+    for expected in (
+        "ingest.dedup_window:",
+        "detectors.teleport: unknown detector",
+        "detectors.alarm:",
+        "notifiers.hook: url 'http://': expected http(s)://host/...",
+        "notifiers.robot: headers: 'X-A\\nB' is not a valid HTTP header name",
+        "notifiers.bad.type: 'pager'",
+    ):
+        assert any(p.startswith(expected) for p in problems), f"{expected!r} not in {problems}"
+    assert not any(p.startswith("notifiers.bad:") for p in problems)
+
+
+def test_a_notifier_that_cannot_be_built_stops_the_start(tmp_path: Path) -> None:
+    from stream.runtime import StreamService
+
+    config = parse_config(
+        {
+            "state": {"path": str(tmp_path / "s.sqlite")},
+            "notifiers": {"hook": {"type": "webhook", "url": "https:///path"}},
+        }
+    )
+    with pytest.raises(ConfigProblems, match=r"notifiers\.hook: url"):
+        StreamService(config)
+    assert not (tmp_path / "s.sqlite").exists()  # refused before opening the database
