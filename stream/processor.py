@@ -133,6 +133,7 @@ class Processor:
             store, config, on_transition=self._on_transition, on_error=self._contained
         )
         self._tx_lines: list[str] = []
+        self._last_alert_point = 0  # time (ms) of the newest alert transition point
         self._lost_log: dict[tuple[str, str], tuple[int, float]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
             d.name: msgspec.json.Decoder(d.state_type) for d in self.detectors
@@ -655,13 +656,19 @@ class Processor:
             extra["by"] = alert.acked_by
         if alert.resolved_by and kind == "resolved":
             extra["by"] = alert.resolved_by
+        # InfluxDB keeps one point per series and time: the transitions of one message or
+        # timer pass share ``at`` and often their tags ("raised" and "updated" of one
+        # alert; two gateways going offline in one pass). Each alert point gets its own
+        # millisecond, in transition order, so none overwrites another.
+        stamp = max(at, self._last_alert_point + 1)
+        self._last_alert_point = stamp
         point = alert_to_point(
             alert_id=alert.id,
             site=alert.site,
             kind=alert.condition,
             severity=alert.severity,
             state=alert.state,
-            time_ms=at,
+            time_ms=stamp,
             resident=alert.resident,
             device=alert.device,
             extra=extra,

@@ -549,3 +549,26 @@ def test_same_gateway_id_in_two_sites_keeps_two_windows(
         ("site-a", "gw-1"),
         ("site-b", "gw-1"),
     ]
+
+
+def test_every_alert_transition_is_its_own_influx_point(
+    config: StreamConfig, store: StateStore
+) -> None:
+    clock = ManualClock(T0 + 5000)
+    proc = make(config, store, clock)
+    # Two presses in one batch: "raised" then "updated", same alert, same tags, same now.
+    proc.handle_message(TOPIC, encode_batch([ev(1), ev(2)]))
+    # Two doors falling silent in one timer pass: two alerts raised at the same now.
+    doors = [ev(s, "contact", kind="door", device=f"door-{s}", resident=None, t=0,
+                values={"contact": True}) for s in (3, 4)]  # fmt: skip
+    proc.handle_message(TOPIC, encode_batch(doors))
+    proc.run_due(T0 + 600_000)
+    points = [line for line in spooled(store) if line.startswith("alerts,")]
+    kinds = [line.split('transition="')[1].split('"')[0] for line in points]
+    assert kinds == ["raised", "updated", "raised", "raised", "reminder"]  # SOS reminder too
+    # InfluxDB identifies a point by measurement, tags and time: all must differ.
+    keys = {(line.split(" ", 1)[0], line.rsplit(" ", 1)[1]) for line in points}
+    assert len(keys) == len(points)
+    times = [int(line.rsplit(" ", 1)[1]) for line in points]
+    assert times == sorted(times) and times[0] == T0 + 5000  # in order, barely moved
+    assert times[-1] - (T0 + 600_000) < 10
