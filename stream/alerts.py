@@ -181,7 +181,7 @@ class AlertManager:
         alert.note = note or alert.note
         alert.page_at = alert.escalate_at = alert.remind_at = alert.held_until = None
         n = self._transition(alert, "acknowledged", now, by=by, source=source, note=note)
-        self._notify(alert, "acknowledged", now, n, alert.notified)
+        self._notify(alert, "acknowledged", now, n, alert.notified, note=note)
         self.store.put_alert(alert)
         log.info("alert %s acknowledged by %s (%s)", alert.id, by, source)
         return alert, True
@@ -211,7 +211,7 @@ class AlertManager:
         alert.note = note or alert.note
         alert.page_at = alert.escalate_at = alert.remind_at = alert.held_until = None
         n = self._transition(alert, "resolved", now, by=by, source=source, note=note)
-        self._notify(alert, "resolved", now, n, alert.notified)
+        self._notify(alert, "resolved", now, n, alert.notified, note=note)
         self.store.put_alert(alert)
         log.info("alert %s resolved by %s (%s)", alert.id, by, source)
         return alert
@@ -294,9 +294,10 @@ class AlertManager:
             alert.escalate_at = None
             return
         alert.tier = next_tier
-        n = self._transition(alert, "escalated", now, source="timer", note=f"tier {next_tier + 1}")
+        note = f"tier {next_tier + 1}"
+        n = self._transition(alert, "escalated", now, source="timer", note=note)
         recipients = list(tiers[next_tier])
-        self._notify(alert, "escalated", now, n, recipients)
+        self._notify(alert, "escalated", now, n, recipients, note=note)
         alert.notified = _merge(alert.notified, recipients)
         self._arm(alert, now)
         log.info("alert %s escalated to tier %d", alert.id, next_tier + 1)
@@ -437,8 +438,18 @@ class AlertManager:
         return n
 
     def _notify(
-        self, alert: AlertRecord, kind: str, now: int, n: int, recipients: list[str]
+        self,
+        alert: AlertRecord,
+        kind: str,
+        now: int,
+        n: int,
+        recipients: list[str],
+        *,
+        note: str | None = None,
     ) -> None:
+        """Queue one notification per recipient and notifier; ``note`` is the
+        transition's (a responder's note on an acknowledgement or resolution, the tier of
+        an escalation), as on the MQTT alert topic."""
         rows: list[tuple[str, str, str, str, bytes]] = []
         tz = self._tz(alert)
         by = alert.acked_by if kind == "acknowledged" else None
@@ -451,7 +462,7 @@ class AlertManager:
             for notifier in rcfg.notifiers:
                 outbox_id = f"{alert.id}.{n}.{recipient}.{notifier}"
                 payload = notification_payload(
-                    alert, kind, now, outbox_id, recipient=recipient, timezone=tz, by=by
+                    alert, kind, now, outbox_id, recipient=recipient, timezone=tz, by=by, note=note
                 )
                 rows.append((outbox_id, alert.id, notifier, recipient, payload))
         self.store.add_outbox(rows, now)

@@ -70,4 +70,9 @@ def markdown(body: dict[str, Any]) -> str:
 def plain(body: dict[str, Any]) -> str:
     """One line for logs."""
     alert = body["alert"]
-    return f"{title(body)} - {alert['reason']} (alert {alert['id']}, to {body.get('recipient')})"
+    note = f" - note: {body['note']}" if body.get("note") else ""
+    who = f" by {body['by']}" if body.get("by") else ""
+    return (
+        f"{title(body)}{who} - {alert['reason']}{note}"
+        f" (alert {alert['id']}, to {body.get('recipient')})"
+    )

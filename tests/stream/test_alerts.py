@@ -408,3 +408,22 @@ def test_one_open_alert_per_key_is_enforced_by_the_database(store: StateStore) -
         store.put_alert(AlertRecord(id="a1", **base))  # type: ignore[arg-type]
     with pytest.raises(sqlite3.IntegrityError), store.transaction():
         store.put_alert(AlertRecord(id="a2", **base))  # type: ignore[arg-type]
+
+
+def test_responder_notes_reach_webhooks_and_robots(
+    manager: AlertManager, store: StateStore
+) -> None:
+    from stream.notifiers import render
+
+    alert = apply(manager, sos(), NOON)
+    with store.transaction():
+        manager.acknowledge(alert.id, "nurse-li", NOON + MIN, source="mqtt", note="on my way")
+        manager.resolve(alert.id, "nurse-li", NOON + 9 * MIN, source="api", note="false alarm")
+    bodies = [json.loads(r.payload) for r in store.outbox() if r.notifier == "desk-hook"]
+    assert [(b["event"], b["by"], b["note"]) for b in bodies] == [
+        ("raised", None, None),
+        ("acknowledged", "nurse-li", "on my way"),
+        ("resolved", "nurse-li", "false alarm"),
+    ]
+    assert "> note: on my way" in render.markdown(bodies[1])
+    assert "false alarm" in render.plain(bodies[2])
