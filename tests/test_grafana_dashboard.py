@@ -78,6 +78,7 @@ def test_every_panel_query_returns_data(influxdb: Any, influx_database: str) -> 
         time_ms=now,
         resident="r1",
         device="pendant-1",
+        extra={"transition": "raised", "tier": 1},  # as stream.processor writes them
     )
     lines.append(point.to_line())
     lines.append(
