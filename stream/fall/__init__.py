@@ -7,6 +7,13 @@ in ``stream/fall/model/fall_model.json``; its card is ``stream/fall/MODEL_CARD.m
 """
 
 from stream.fall.errors import FallDataError, FallError, ModelError, ModelVersionError
-from stream.fall.model import FallClassifier
+from stream.fall.model import FallAssessment, FallClassifier
 
-__all__ = ["FallClassifier", "FallDataError", "FallError", "ModelError", "ModelVersionError"]
+__all__ = [
+    "FallAssessment",
+    "FallClassifier",
+    "FallDataError",
+    "FallError",
+    "ModelError",
+    "ModelVersionError",
+]

@@ -33,7 +33,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Bumped whenever a feature's definition changes: a model records the version it was
 #: trained with and refuses to score features of another one.
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 
 SUMMARY_NAMES: tuple[str, ...] = (
     "peak_g",  # magnitude at the impact sample
@@ -173,6 +173,9 @@ def window_features(acc: FloatArray, trigger_index: int, rate_hz: float) -> Floa
     def s(sec: float) -> int:
         return round(sec * r)
 
+    # Express the window in units of this sensor's own gravity reading: sensors differ
+    # in gain by several percent, and the model must not learn one sensor's scale.
+    a = a / _rest_level(np.linalg.norm(a, axis=1))
     m = np.linalg.norm(a, axis=1)
     peak = float(m[t])
 

@@ -151,3 +151,24 @@ def test_scores_are_probabilities(clf: FallClassifier) -> None:
     X = rng.normal(size=(50, len(FEATURE_NAMES))) * 10
     s = clf.score_features(X)
     assert np.all((s >= 0) & (s <= 1)) and not any(math.isnan(v) for v in s)
+
+
+def test_assess_explains_a_fall_and_a_step(clf: FallClassifier) -> None:
+    rng = np.random.default_rng(6)
+    (w,) = trigger_windows(S.with_noise(S.fall(50, peak_g=6.0), rng, 0.005), clf.trigger)
+    a = clf.assess(w)
+    assert a.is_fall and a.still_after
+    assert a.score == pytest.approx(clf.score(w))
+    assert "impact 6.0 g" in a.reason and "turned" in a.reason
+    assert "no movement" in a.reason
+    step = trigger_windows(S.with_noise(S.walking(20, 50, step_g=0.9), rng), clf.trigger)[2]
+    b = clf.assess(step)
+    assert not b.is_fall and not b.still_after
+    assert "moving after it" in b.reason
+
+
+def test_shipped_model_card_is_the_docs_card() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    shipped = repo / "stream" / "fall" / "MODEL_CARD.md"
+    assert shipped.read_text() == (repo / "docs" / "fall_model_card.md").read_text()
+    assert "Sucerquia" in shipped.read_text()

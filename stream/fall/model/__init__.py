@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources as ilr
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,19 @@ def installed_sklearn_version() -> str | None:
         return version("scikit-learn")
     except PackageNotFoundError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class FallAssessment:
+    """A scored window with the facts behind it (for alert reasons and severity)."""
+
+    score: float
+    is_fall: bool
+    still_after: bool  # no movement in the seconds after the impact (raises severity)
+    peak_g: float
+    freefall_s: float
+    orientation_change_deg: float
+    reason: str  # e.g. "impact 4.8 g, after 0.30 s of falling, body turned 88 degrees, ..."
 
 
 class FallClassifier:
@@ -172,7 +186,11 @@ class FallClassifier:
         return np.asarray(total / len(self.members), dtype=np.float64)
 
     def features(self, window: ImpactWindow | Mapping[str, Any]) -> FloatArray:
-        """Feature vector of a window (resampled to the model's rate when needed)."""
+        """Feature vector of a window (resampled to the model's rate when needed).
+
+        An :class:`ImpactWindow` carries no rate and is taken to be at the model's
+        (``trigger.rate_hz``); an ``impact`` reading's values say their ``rate_hz``.
+        """
         if isinstance(window, ImpactWindow):
             acc, index, rate = (
                 impact_window_array(window),
@@ -193,6 +211,31 @@ class FallClassifier:
         Raises :class:`FallDataError` when the window is malformed.
         """
         return float(self.score_features(self.features(window)[None, :])[0])
+
+    def assess(self, window: ImpactWindow | Mapping[str, Any]) -> FallAssessment:
+        """Score a window and describe it in words a responder understands.
+
+        Raises :class:`FallDataError` when the window is malformed.
+        """
+        f = self.features(window)
+        score = float(self.score_features(f[None, :])[0])
+        named = dict(zip(FEATURE_NAMES, (float(v) for v in f), strict=True))
+        still = named["after_still_frac"] >= 0.8 and named["after_std_g"] < 0.05
+        parts = [f"impact {named['peak_g']:.1f} g"]
+        if named["freefall_s"] >= 0.06:
+            parts.append(f"after {named['freefall_s']:.2f} s of falling")
+        if named["orientation_change_deg"] >= 45:
+            parts.append(f"body turned {named['orientation_change_deg']:.0f} degrees")
+        parts.append("no movement after it" if still else "moving after it")
+        return FallAssessment(
+            score=score,
+            is_fall=self.is_fall(score),
+            still_after=still,
+            peak_g=named["peak_g"],
+            freefall_s=named["freefall_s"],
+            orientation_change_deg=named["orientation_change_deg"],
+            reason=", ".join(parts),
+        )
 
     def is_fall(self, score: float) -> bool:
         """True when ``score`` reaches the model's decision threshold."""
