@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -10,6 +11,7 @@ from device_profiles.codecs import codec_for
 from device_profiles.codecs.base import MqttMessage, Reading
 from device_profiles.codecs.chirpstack import ChirpStackPendantCodec
 from device_profiles.errors import DecodeError
+from device_profiles.pendant_trigger import TriggerConfig
 from device_profiles.profiles import ProfileRegistry
 from simulators.pendant_lorawan import PendantLoRaWanSimulator
 from tests.simulators.mqtt_helpers import collect, subscriber
@@ -56,6 +58,15 @@ def simulator(mosquitto, topic_prefix: str, **kw) -> PendantLoRaWanSimulator:
         port=mosquitto.port,
         **kw,
     )
+
+
+def window_uplinks() -> tuple[int, int]:
+    """(samples in an impact window, uplinks carrying it) for the profile's trigger."""
+    profile = ProfileRegistry.load().get("oem-lorawan-pendant")
+    cfg = TriggerConfig.from_options(profile.codec_options["trigger"])
+    samples = round((cfg.pre_s + cfg.post_s) * cfg.rate_hz)
+    per_uplink = profile.codec_options["impact"]["samples_per_fragment"]
+    return samples, math.ceil(samples / per_uplink)
 
 
 def fall_trace(rate_hz: int = 200) -> list[tuple[float, float, float]]:
@@ -111,7 +122,7 @@ async def test_impact_window_with_out_of_order_uplinks(mosquitto, topic_prefix) 
         async with simulator(mosquitto, topic_prefix) as sim:
             await sim.inject("out_of_order")  # the first fragment goes out after the second
             [w] = await sim.impact(fall_trace(), rate_hz=200)
-        messages = await collect(client, 9)  # 300 samples, 36 per uplink
+        messages = await collect(client, window_uplinks()[1])
     counters = [json.loads(m.payload)["fCnt"] for m in messages]
     assert counters[:2] == [1, 0]
     gw = Gateway()
@@ -129,11 +140,11 @@ async def test_lost_uplink_and_reconnect(mosquitto, topic_prefix) -> None:
             await sim.inject("disconnect")
             await sim.press()
             await sim.heartbeat()
-        messages = await collect(client, 8 + 2)
+        messages = await collect(client, window_uplinks()[1] - 1 + 2)
     gw = Gateway()
     gw.feed(messages)
     # Two frames after the window went quiet close it (reorder_slack), gap interpolated.
     assert [r.reading for r in gw.readings] == ["press", "impact", "heartbeat"]
     imp = gw.named("impact")[0]
     assert imp.values["complete"] is False and imp.values["missing_samples"] == 36
-    assert sim.reconnects == 1 and len(w) == 300
+    assert sim.reconnects == 1 and len(w) == window_uplinks()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,7 @@ from device_profiles.codecs import codec_for
 from device_profiles.codecs.base import Reading
 from device_profiles.codecs.pendant_frame import PendantFrameCodec
 from device_profiles.errors import DecodeError
+from device_profiles.pendant_trigger import TriggerConfig
 from device_profiles.profiles import ProfileRegistry
 from simulators.pendant_serial import PendantSerialSimulator
 
@@ -226,14 +228,16 @@ async def test_out_of_order_fragments_still_make_one_complete_window(registry, r
 async def test_lost_fragments_window_is_emitted_incomplete(registry, receivers) -> None:
     async with PendantSerialSimulator(registry.get(MOMENTARY), "rf-1") as sim:
         rx = open_receiver(sim, receivers)
-        [w] = await sim.impact(fall_trace(), rate_hz=200, drop_fragments=[3, 37])
+        cfg = TriggerConfig.from_options(registry.get(MOMENTARY).codec_options["trigger"])
+        last = math.ceil(round((cfg.pre_s + cfg.post_s) * cfg.rate_hz) / 8) - 1
+        [w] = await sim.impact(fall_trace(), rate_hz=200, drop_fragments=[3, last])
         await rx.until(lambda: rx.received == sum(map(len, sim.history)))
         # The last fragment was lost: the window waits for the agent's reassembly timeout.
         assert rx.named("impact") == [] and sim.dropped == 2
         rx.flush()
     [imp] = rx.named("impact")
     assert imp.values["complete"] is False
-    assert imp.values["missing_samples"] == 8 + (len(w) - 37 * 8)
+    assert imp.values["missing_samples"] == 8 + (len(w) - last * 8)
     assert len(imp.values["x"]) == len(w)  # type: ignore[arg-type]
 
 
