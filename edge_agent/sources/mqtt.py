@@ -34,9 +34,14 @@ from device_profiles.topics import matches
 from edge_agent.config import BrokerConfig
 from edge_agent.ingest import Bound, Ingest, SeenMessages, message_digest
 from edge_agent.queue import AppendResult
-from edge_agent.sources import Source
+from edge_agent.sources import Source, SourceError
 
 log = logging.getLogger(__name__)
+
+#: Stop reading the site broker's socket when this many messages wait to be handled...
+READ_PAUSE_AT = 500
+#: ... and read again when no more than this many are left.
+READ_RESUME_AT = 50
 
 
 class _Wildcards(dict[str, str]):
@@ -127,6 +132,7 @@ class MqttSource(Source):
             # aiomqtt's iterator costs a task per message; under load, take what is
             # already queued in one go (same order), which also feeds bigger commits.
             pending: asyncio.Queue[aiomqtt.Message] = client._queue
+            gate = _ReadGate(client, pending)
             acks: list[tuple[int, int, int]] = []
             acks_for: asyncio.Future[AppendResult] | None = None
             try:
@@ -159,9 +165,11 @@ class MqttSource(Source):
                             acks.append((message.mid, message.qos, digest))
                         n += 1
                         if n % 256 == 0:  # let the writer and the uplink run
+                            gate.maybe_resume()
                             await self.ingest.queue.wait_for_room()
                             await asyncio.sleep(0)
                         message = _next(pending)
+                    gate.maybe_resume()
             finally:
                 # Stopping (reload, shutdown): acknowledge what is being stored before
                 # disconnecting, or the site broker would deliver it again.
@@ -249,6 +257,71 @@ def _acker(paho: Any, acks: list[tuple[int, int, int]], seen: SeenMessages) -> A
                 return
 
     return ack
+
+
+class _ReadGate:
+    """Stops reading the site broker's socket while many messages wait to be handled.
+
+    A site broker flushing a backlog (the agent was away) sends as fast as TCP allows;
+    paho would read it all into memory. Above :data:`READ_PAUSE_AT` waiting messages the
+    socket is no longer read, so TCP pushes back and the broker keeps the rest (QoS 1
+    messages stay unacknowledged there until stored here); reading resumes below
+    :data:`READ_RESUME_AT`. aiomqtt's own reader is replaced by an equivalent one that
+    can be paused.
+    """
+
+    def __init__(self, client: aiomqtt.Client, pending: asyncio.Queue[aiomqtt.Message]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client = client
+        self.paho = client._client
+        self.pending = pending
+        sock = self.paho.socket()
+        if sock is None:
+            raise SourceError("connected client without a socket")
+        self.fd = sock.fileno()
+        self.paused = False
+        self.pauses = 0
+        self.loop.remove_reader(self.fd)
+        self.loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        # What aiomqtt's reader does (read every decoded packet, report a broken link),
+        # but it stops once enough messages wait: the proxy refills from the socket as
+        # long as the kernel has data, so "read everything" could mean the whole backlog.
+        try:
+            while True:
+                self.paho.loop_read()
+                if self.pending.qsize() >= READ_PAUSE_AT:
+                    self._pause()
+                    return
+                if self._buffered() == 0:
+                    return
+        except Exception as exc:
+            disconnected = self.client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def _buffered(self) -> int:
+        sock = self.paho._sock
+        if sock is not None and hasattr(sock, "pending"):
+            return int(sock.pending())
+        return 0
+
+    def _pause(self) -> None:
+        if not self.paused:
+            if self.paho._sock is not None:
+                self.loop.remove_reader(self.fd)
+            self.paused = True
+            self.pauses += 1
+
+    def maybe_resume(self) -> None:
+        """Read again once the waiting messages are few (called by the handler)."""
+        if self.paused and self.pending.qsize() <= READ_RESUME_AT:
+            self.paused = False
+            if self.paho._sock is not None:
+                self.loop.add_reader(self.fd, self._readable)
+                if self._buffered():  # already read from the socket: epoll will not tell
+                    self.loop.call_soon(self._readable)
 
 
 class _BufferedReads:
