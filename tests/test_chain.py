@@ -127,7 +127,8 @@ def test_a_real_fall_replayed_through_the_pendant_raises_an_emergency(chain: Cha
         assert chain.threshold is not None
         assert details["trigger"] in ("fall", "fall+press"), alert
         assert details["score"] >= chain.threshold, alert
-        assert alert["reason"].startswith("fall detected by the pendant (classifier score")
+        assert alert["reason"].startswith("fall detected by the pendant: impact "), alert
+        assert "(classifier score " in alert["reason"], alert
     else:
         # No model packaged yet: the impact is alerted, saying it was not confirmed.
         assert details["trigger"] == "impact", alert

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -34,7 +34,17 @@ CONDITION = "emergency"
 # Event keys remembered per partition to make the detector idempotent on its own.
 RECENT_KEYS = 64
 
-Scorer = Callable[[Mapping[str, Value]], float]
+
+class Assessment(Protocol):
+    """What a scorer may return instead of a bare score: the score and the facts in words."""
+
+    score: float
+    reason: str
+
+
+#: Scores an impact window: a probability, or an :class:`Assessment` (the packaged
+#: classifier's ``assess``, whose words go into the alert's reason).
+Scorer = Callable[[Mapping[str, Value]], "float | Assessment"]
 
 
 class AlarmState(msgspec.Struct, kw_only=True):
@@ -70,7 +80,8 @@ def _default_scorer() -> tuple[Scorer | None, float | None]:
         log.warning("fall classifier unavailable, impacts are not scored: %s", exc)
         return None, None
     threshold = getattr(classifier, "threshold", None)
-    return classifier.score, (float(threshold) if threshold is not None else None)
+    scorer = getattr(classifier, "assess", None) or classifier.score
+    return scorer, (float(threshold) if threshold is not None else None)
 
 
 class AlarmDetector(Detector[AlarmState]):
@@ -183,7 +194,11 @@ class AlarmDetector(Detector[AlarmState]):
             reason = "impact detected by the pendant (no fall classifier to confirm it)"
             return state, [self._signal(event, Severity.HIGH, reason, "impact")]
         try:
-            score = float(self.scorer(event.values))
+            result = self.scorer(event.values)
+            if isinstance(result, int | float):
+                score, words = float(result), ""
+            else:
+                score, words = float(result.score), str(result.reason)
         except Exception as exc:  # a window the model cannot read is still an impact
             log.warning("fall classifier failed on %s:%s: %s", event.gateway, event.seq, exc)
             reason = f"impact detected by the pendant; the fall classifier failed ({exc})"
@@ -194,6 +209,8 @@ class AlarmDetector(Detector[AlarmState]):
             state.last_press is not None and abs(event.time - state.last_press) <= self.merge_ms
         )
         reason = f"fall detected by the pendant (classifier score {score:.2f})"
+        if words:  # e.g. "impact 4.4 g, after 0.30 s of falling, no movement after it"
+            reason = f"fall detected by the pendant: {words} (classifier score {score:.2f})"
         severity = self.fall_severity
         trigger = "fall"
         if near_press:

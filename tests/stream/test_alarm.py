@@ -204,3 +204,51 @@ def test_default_scorer_is_the_shipped_fall_classifier() -> None:
     detector = AlarmDetector()
     assert detector.scorer is not None
     assert detector.threshold == classifier.threshold
+
+
+@dataclass
+class Assessed:
+    score: float
+    reason: str
+
+
+def test_a_classifier_assessment_puts_its_words_in_the_reason() -> None:
+    words = "impact 4.4 g, after 0.30 s of falling, no movement after it"
+    detector = AlarmDetector(scorer=lambda values: Assessed(score_from_values(values), words))
+    event = impact(1, 0.97)
+    key = detector.key(event)
+    assert key is not None
+    _, [signal] = detector.step(detector.initial_state(key), event, ConfigContext())
+    assert signal.reason == f"fall detected by the pendant: {words} (classifier score 0.97)"
+    _, none = detector.step(detector.initial_state(key), impact(2, 0.1), ConfigContext())
+    assert none == []  # below the threshold, whatever the words say
+
+
+def test_the_packaged_classifier_confirms_a_synthetic_fall_in_words() -> None:
+    """The detector's default scorer is the shipped model's ``assess``."""
+    from device_profiles.pendant_trigger import ImpactTrigger, TriggerConfig, resample
+    from device_profiles.profiles import ProfileRegistry
+    from simulators.traces import synthetic_fall
+
+    profile = ProfileRegistry.load().get("oem-rf433-button-pendant")
+    trigger = ImpactTrigger(TriggerConfig.from_options(profile.codec_options["trigger"]))
+    windows = trigger.feed(resample(synthetic_fall(), 50, 50)) + trigger.flush()
+    fall = max(windows, key=lambda w: w.peak_g)
+    values = {
+        "rate_hz": 50,
+        "range_g": 8.0,
+        "trigger_index": fall.trigger_index,
+        "peak_g": fall.peak_g,
+        "x": list(fall.x),
+        "y": list(fall.y),
+        "z": list(fall.z),
+    }
+    detector = AlarmDetector()
+    if detector.scorer is None:
+        pytest.skip("no fall model is packaged")
+    event = ev(1, "impact", values=values)
+    key = detector.key(event)
+    assert key is not None
+    _, [signal] = detector.step(detector.initial_state(key), event, ConfigContext())
+    assert signal.reason.startswith("fall detected by the pendant: impact ")
+    assert signal.details["trigger"] == "fall"
