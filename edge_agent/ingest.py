@@ -161,6 +161,10 @@ class Ingest:
             except CarewatchError as exc:
                 self._fault(dev.id, "track", str(exc), b"", stamp.ms, counters, quarantine)
                 continue
+            except Exception as exc:  # a codec bug: counted, the device keeps its state
+                log.exception("%s: codec track() failed", dev.id)
+                self._fault(dev.id, "codec_bug", repr(exc), b"", stamp.ms, counters, quarantine)
+                continue
             changed = True
             for r in out:
                 drafts.append(self._draft(device, r, stamp, counters))

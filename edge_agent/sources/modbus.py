@@ -108,6 +108,10 @@ class ModbusSource(Source):
         except CarewatchError as exc:
             self.ingest.fault(device.id, "decode", str(exc), registers)
             return
+        except Exception as exc:  # a codec bug: counted and set aside, never a dead poller
+            log.exception("%s: codec failed on registers %s", device.id, registers)
+            self.ingest.fault(device.id, "codec_bug", repr(exc), registers)
+            return
         self.ingest.readings(device, readings)
 
     def _failed(self, device: Bound, fault: str, detail: str) -> None:

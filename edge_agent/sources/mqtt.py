@@ -199,6 +199,9 @@ class MqttSource(Source):
             return self.ingest.fault(first.id, exc.fault, exc.detail, data)
         except CarewatchError as exc:
             return self.ingest.fault(first.id, "decode", str(exc), data)
+        except Exception as exc:  # a codec bug: counted and set aside, never a dead source
+            log.exception("%s: codec failed on a message from %s", first.id, topic)
+            return self.ingest.fault(first.id, "codec_bug", repr(exc), data)
         if by_topic:
             return self.ingest.readings(first, readings)
         routed: dict[str, tuple[Bound, list[Reading]]] = {}

@@ -131,6 +131,10 @@ class SerialSource(Source):
         except CarewatchError as exc:
             self.ingest.fault(self.label, "decode", str(exc), frame)
             return
+        except Exception as exc:  # a codec bug: counted and set aside, never a dead port
+            log.exception("%s: codec failed on a frame", self.label)
+            self.ingest.fault(self.label, "codec_bug", repr(exc), frame)
+            return
         routed: dict[str, tuple[Bound, list[Reading]]] = {}
         for r in readings:
             device = self.by_address.get(r.source.upper()) if r.source is not None else None

@@ -138,3 +138,31 @@ def test_client_kwargs_for_tls(tmp_path: Path):
     assert kw["hostname"] == "central.example" and kw["port"] == 8883
     assert kw["identifier"] == "carewatch-s1-g1" and kw["username"] == "g1"
     assert kw["tls_params"].cert_reqs == ssl.CERT_REQUIRED
+
+
+async def test_a_codec_bug_is_a_counted_fault_not_a_dead_device(tmp_path: Path, monkeypatch):
+    """A codec must raise only DecodeError; if one has a bug, the agent still goes on."""
+    cfg = load_config(_config(tmp_path, [{"id": "door-1", "profile": "aqara-mccgq11lm"}]))
+    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1")
+    ingest = Ingest(
+        cfg,
+        q,
+        clock=Clock(trust="always", wall=lambda: T0 / 1000),
+        health=DeviceHealth(),
+        registry=ProfileRegistry.load(),
+    )
+    door = ingest.devices["door-1"]
+    real_track = door.codec.track
+
+    def buggy(state, reading):
+        if reading.values.get("battery") == 13:
+            raise ZeroDivisionError("codec bug")
+        return real_track(state, reading)
+
+    monkeypatch.setattr(door.codec, "track", buggy)
+    bad = await ingest.readings(door, [Reading("contact", {"contact": True, "battery": 13})])
+    good = await ingest.readings(door, [Reading("contact", {"contact": False, "battery": 90})])
+    assert bad.events == [] and len(good.events) == 1
+    stats = await q.stats()
+    assert stats.counters["decode_errors.door-1.codec_bug"] == 1
+    await q.close()
