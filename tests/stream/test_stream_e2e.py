@@ -1,5 +1,6 @@
 """End to end: a simulated pendant on a PTY -> edge agent -> Mosquitto -> stream -> webhook
-and alert topic."""
+and alert topic; unacknowledged it is reminded and escalated to tier 2 (a manual clock
+runs the escalation times fast), acknowledged from a responder app the reminders stop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import aiomqtt
 import pytest
 
 from device_profiles.profiles import ProfileRegistry
+from device_profiles.topics import ack_topic
 from simulators.pendant_serial import PendantSerialSimulator
 from stream.clock import ManualClock
 from stream.config import parse_config
@@ -24,6 +26,7 @@ from tests.harness.wait import async_wait_for
 from tests.stream.receiver import Receiver
 
 pytestmark = pytest.mark.integration
+MINUTE = 60_000
 
 
 @contextlib.asynccontextmanager
@@ -49,18 +52,39 @@ async def test_pendant_press_through_the_agent_becomes_an_alert(
             "state": {"path": str(tmp_path / "stream.sqlite"), "synchronous": "normal"},
             "api": {"enabled": False},
             "detectors": {"alarm": {"fall": False}},
-            "notifiers": {"desk-hook": {"type": "webhook", "url": f"{receiver.url}/desk"}},
-            "recipients": {"desk": {"notifiers": ["desk-hook"]}},
-            "policies": {"default": {"tiers": [{"recipients": ["desk"]}]}},
+            "notifiers": {
+                "desk-hook": {"type": "webhook", "url": f"{receiver.url}/desk"},
+                "boss-hook": {"type": "webhook", "url": f"{receiver.url}/boss"},
+            },
+            "recipients": {
+                "desk": {"notifiers": ["desk-hook"]},
+                "boss": {"notifiers": ["boss-hook"]},
+            },
+            "policies": {
+                "default": {
+                    "tiers": [{"recipients": ["desk"]}, {"recipients": ["boss"]}],
+                    "ack_timeout": {"critical": "3m"},
+                    "reminder": {"critical": "2m"},
+                }
+            },
             "sites": {"site-1": {"timezone": "Asia/Shanghai", "quiet_hours": False}},
         }
     )
-    service = StreamService(config, clock=ManualClock(int(time.time() * 1000)))
+    clock = ManualClock(int(time.time() * 1000))
+    service = StreamService(config, clock=clock)
     profile = ProfileRegistry.load().get("oem-rf433-button-pendant")
     alerts_seen: list[dict[str, Any]] = []
+
+    def pages(path: str, alert_id: str | None = None) -> list[str]:
+        return [
+            r.json["event"]
+            for r in receiver.received
+            if r.path == path and alert_id in (None, r.json["alert"]["id"])
+        ]
+
     try:
         async with (
-            PendantSerialSimulator(profile, "rf-1", pendants=["00A1B2C3"]) as sim,
+            PendantSerialSimulator(profile, "rf-1", pendants=["00A1B2C3", "00A1B2C4"]) as sim,
             running(service),
             aiomqtt.Client(mosquitto.host, mosquitto.port) as app,
         ):
@@ -74,7 +98,13 @@ async def test_pendant_press_through_the_agent_becomes_an_alert(
                         "profile": "oem-rf433-button-pendant",
                         "resident": "r-101",
                         "serial": {"port": str(sim.port), "address": "00A1B2C3"},
-                    }
+                    },
+                    {
+                        "id": "pendant-102",
+                        "profile": "oem-rf433-button-pendant",
+                        "resident": "r-102",
+                        "serial": {"port": str(sim.port), "address": "00A1B2C4"},
+                    },
                 ],
             )
             await app.subscribe(f"{root}/site-1/alerts/+", qos=1)
@@ -87,18 +117,42 @@ async def test_pendant_press_through_the_agent_becomes_an_alert(
             collector = asyncio.ensure_future(collect())
             try:
                 async with running_agent(agent_cfg):
-                    await sim.power_on()
-                    await sim.press()
+                    await sim.power_on(pendant="00A1B2C3")
+                    await sim.press(pendant="00A1B2C3")
                     await async_wait_for(lambda: len(receiver.received) >= 1, timeout=30)
                     await async_wait_for(lambda: len(alerts_seen) >= 1)
                     [stored] = service.store.alerts(limit=10)
                     assert stored.count == 1  # one press, one alert
+
+                    # Nobody acknowledges: a reminder after 2 min, tier 2 after 3 min.
+                    clock.advance(2 * MINUTE)
+                    await async_wait_for(lambda: pages("/desk") == ["raised", "reminder"])
+                    clock.advance(1 * MINUTE)
+                    await async_wait_for(lambda: pages("/boss") == ["escalated"])
+
+                    # A responder acknowledges from the app: both tiers are told.
+                    await app.publish(
+                        ack_topic("site-1", stored.id, root), b'{"by": "nurse-li"}', qos=1
+                    )
+                    await async_wait_for(lambda: pages("/desk")[-1:] == ["acknowledged"])
+                    await async_wait_for(lambda: pages("/boss")[-1:] == ["acknowledged"])
+                    # The reminders stop. Another resident's press, raised now, is
+                    # escalated in the same stretch of time: proof that the timers ran.
+                    await sim.press(pendant="00A1B2C4")
+                    await async_wait_for(lambda: len(service.store.open_alerts()) == 2)
+                    clock.advance(30 * MINUTE)
+                    await async_wait_for(lambda: pages("/boss").count("escalated") == 2)
+                    await async_wait_for(
+                        lambda: service.store.outbox_counts().get("pending", 0) == 0
+                    )
             finally:
                 collector.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await collector
-        [page] = receiver.received
-        body = page.json
+        first = receiver.received[0].json["alert"]["id"]
+        assert pages("/desk", first) == ["raised", "reminder", "acknowledged"]
+        assert pages("/boss", first) == ["escalated", "acknowledged"]
+        body = receiver.received[0].json
         assert body["event"] == "raised"
         alert = body["alert"]
         assert (alert["site"], alert["resident"], alert["device"]) == (
