@@ -35,8 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import aiomqtt
 
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 MqttFault = Fault | Literal["wrong_type", "bad_time"]
 
 #: A script step: (seconds from the start, action name) or (seconds, action, kwargs).
-Step = tuple[float, str] | tuple[float, str, Mapping[str, Any]]
 
 _BASE_FAULTS: frozenset[str] = frozenset({"duplicate", "out_of_order", "disconnect", "silence"})
 
@@ -67,7 +65,7 @@ class MqttDeviceSimulator(Simulator):
     #: Payload faults this device can produce through :meth:`fault_message`.
     payload_faults: frozenset[str] = frozenset()
     #: Method names :meth:`play` may call.
-    actions: frozenset[str] = frozenset({"inject", "resume", "drop_connection"})
+    actions: ClassVar[frozenset[str]] = frozenset({"inject", "resume", "drop_connection"})
 
     def __init__(
         self,
@@ -270,33 +268,3 @@ class MqttDeviceSimulator(Simulator):
     async def resume(self) -> None:
         """End ``silence``: the device publishes again."""
         self.silent = False
-
-    # -- scripts -------------------------------------------------------------------------
-
-    async def play(self, steps: Iterable[Step], *, time_scale: float = 1.0) -> None:
-        """Run ``steps`` at their offsets (seconds / ``time_scale`` of real time).
-
-        Each step names one of :attr:`actions`; its kwargs are passed on. Steps are run
-        in offset order; one that runs late does not make the others wait longer.
-        """
-        if time_scale <= 0:
-            raise ValueError("time_scale must be > 0")
-        plan: list[tuple[float, str, Mapping[str, Any]]] = []
-        for step in steps:
-            at, action = step[0], step[1]
-            kwargs: Mapping[str, Any] = step[2] if len(step) == 3 else {}
-            if action not in self.actions:
-                raise ValueError(
-                    f"{type(self).__name__} has no action {action!r}; it has {sorted(self.actions)}"
-                )
-            if at < 0:
-                raise ValueError(f"step {action!r}: offset must be >= 0, got {at}")
-            plan.append((float(at), action, kwargs))
-        plan.sort(key=lambda s: s[0])
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for at, action, kwargs in plan:
-            delay = start + at / time_scale - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await getattr(self, action)(**kwargs)

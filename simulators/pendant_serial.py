@@ -54,7 +54,7 @@ import tempfile
 import termios
 import tty
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,6 @@ __all__ = ["PendantSerialSimulator"]
 
 #: How long a write waits for a reader to drain a full PTY before frames are dropped.
 WRITE_TIMEOUT_S = 5.0
-
-Step = tuple[float, str] | tuple[float, str, Mapping[str, Any]]
 
 
 def _raw(fd: int) -> None:
@@ -432,26 +430,6 @@ class PendantSerialSimulator(Simulator):
         for p in self.pendants.values():
             if p.latched:
                 await self._send_readings([p.status()])
-
-    async def play(self, steps: Iterable[Step], *, time_scale: float = 1.0) -> None:
-        """Run ``(seconds, action[, kwargs])`` steps at their offsets (``time_scale`` x)."""
-        if time_scale <= 0:
-            raise ValueError("time_scale must be > 0")
-        plan: list[tuple[float, str, Mapping[str, Any]]] = []
-        for step in steps:
-            at, action = step[0], step[1]
-            kwargs: Mapping[str, Any] = step[2] if len(step) == 3 else {}
-            if action not in self.actions:
-                raise ValueError(f"no action {action!r}; actions: {sorted(self.actions)}")
-            plan.append((float(at), action, kwargs))
-        plan.sort(key=lambda s: s[0])
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for at, action, kwargs in plan:
-            delay = start + at / time_scale - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await getattr(self, action)(**kwargs)
 
 
 class RfPendant(Simulator):
