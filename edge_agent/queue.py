@@ -27,7 +27,9 @@ Contract (also in docs/edge_queue.md)
   would pass ``max_bytes``, the oldest ``TELEMETRY`` events are dropped first, then the
   oldest ``NORMAL`` ones; ``URGENT`` events are never dropped: an urgent event is stored
   even over the cap (and counted as ``urgent_over_cap``), and a non-urgent event that
-  finds only urgent events is itself dropped. Expiry by age also spares urgent events.
+  finds only urgent events is itself dropped. Rows of the commit being written are
+  candidates too, so the order holds within one group commit. Expiry by age also spares
+  urgent events.
 - **Counters.** Every drop is counted by reason (``dropped_full_telemetry``,
   ``dropped_full_normal``, ``dropped_full_new``, ``dropped_expired``,
   ``dropped_invalid``) in the ``counters`` table, in the same transaction as the drop,
@@ -323,6 +325,17 @@ class QueueStore:
         with self._tx():
             seq = self._next_seq
             rows: list[tuple[int, int, int, int, bytes, str | None, int | None]] = []
+            evicted: set[int] = set()
+
+            def insert_rows() -> None:
+                if rows:
+                    self._db.executemany(
+                        "INSERT INTO events (seq, priority, queued_ms, size, payload, run, fix)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    rows.clear()
+
             for draft in drafts:
                 try:
                     event = Event(
@@ -346,7 +359,12 @@ class QueueStore:
                     continue
                 size = len(payload) + ROW_OVERHEAD
                 prio = Priority.URGENT if draft.urgent else draft.priority
-                if not self._make_room(size, prio, dropped):
+                if self._bytes + size > self.max_bytes:
+                    # The rows of this commit must be candidates for eviction too, or a
+                    # big commit would drop its newest events (or its normal ones while
+                    # keeping its telemetry) instead of the oldest telemetry.
+                    insert_rows()
+                if not self._make_room(size, prio, dropped, evicted):
                     dropped["dropped_full_new"] = dropped.get("dropped_full_new", 0) + 1
                     continue
                 fix = None if draft.clock_ok else (1 if draft.device_time else 2)
@@ -359,12 +377,9 @@ class QueueStore:
                 if prio == Priority.URGENT:
                     self._urgent += 1
                 seq += 1
-            if rows:
-                self._db.executemany(
-                    "INSERT INTO events (seq, priority, queued_ms, size, payload, run, fix)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            insert_rows()
+            if evicted:
+                events = [e for e in events if e.seq not in evicted]
             if seq != self._next_seq:
                 self._set_meta("next_seq", str(seq))
             if states:
@@ -389,8 +404,13 @@ class QueueStore:
         self._next_seq = seq
         return AppendResult(events, rejected, dropped)
 
-    def _make_room(self, size: int, prio: Priority, dropped: dict[str, int]) -> bool:
-        """Drop old low-priority events until ``size`` more bytes fit (inside a tx)."""
+    def _make_room(
+        self, size: int, prio: Priority, dropped: dict[str, int], evicted: set[int]
+    ) -> bool:
+        """Drop old low-priority events until ``size`` more bytes fit (inside a tx).
+
+        The seqs of the dropped rows are added to ``evicted``.
+        """
         if self._bytes + size <= self.max_bytes:
             return True
         for victim, reason in (
@@ -416,6 +436,7 @@ class QueueStore:
                     if need <= 0:
                         break
                 self._db.executemany("DELETE FROM events WHERE seq=?", gone)
+                evicted.update(s for (s,) in gone)
                 dropped[reason] = dropped.get(reason, 0) + len(gone)
             if self._bytes + size <= self.max_bytes:
                 return True

@@ -116,6 +116,28 @@ def test_cap_drops_oldest_telemetry_first_never_urgent(tmp_path):
     assert store(tmp_path).counters()["dropped_full_telemetry"] == 4  # persisted
 
 
+def test_cap_within_one_commit_drops_its_oldest_telemetry(tmp_path):
+    # One group commit that overflows the cap: its own oldest telemetry goes first,
+    # never its normal events (before, the newest normal events were refused instead).
+    probe = store(tmp_path / "probe").append([draft(0)]).events
+    row = len(encode_event(probe[0])) + ROW_OVERHEAD
+    q = store(tmp_path, max_bytes=15 * row + row // 2)
+    tele = [draft(i, prio=Priority.TELEMETRY, reading="battery") for i in range(10)]
+    normal = [draft(10 + i) for i in range(10)]
+    res = q.append([*tele, *normal])
+    assert res.dropped == {"dropped_full_telemetry": 5}
+    kept = [e.seq for e in decode_batch(q.peek(urgent=False, limit=100).payload)]  # type: ignore[union-attr]
+    assert kept == list(range(6, 21))  # telemetry 1-5 (the oldest) dropped
+    assert [e.seq for e in res.events] == kept  # the result lists what is stored
+    assert q.depth == 15 and q.stats().bytes <= q.max_bytes
+    # urgent events of a commit evict its normal ones too, oldest first
+    res = q.append([draft(30 + i, urgent=True) for i in range(3)])
+    assert res.dropped == {"dropped_full_telemetry": 3}
+    res = q.append([draft(40 + i) for i in range(2)] + [draft(50, urgent=True)])
+    assert res.dropped == {"dropped_full_telemetry": 2, "dropped_full_normal": 1}
+    assert [e.seq for e in res.events] == [24, 25, 26]
+
+
 def test_expire_spares_urgent(tmp_path):
     q = store(tmp_path, max_age_s=60)
     q.append([draft(0), draft(1, urgent=True)], now_ms=T0)
