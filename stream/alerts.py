@@ -43,6 +43,9 @@ from stream.state import AlertRecord, StateStore, database_failure
 
 log = logging.getLogger(__name__)
 
+#: The night (minutes after local midnight) in which operations alerts never page.
+OPERATIONS_NIGHT = (22 * 60, 7 * 60)
+
 _RANK = {"info": 0, "warning": 1, "high": 2, "critical": 3}
 MQTT_NOTIFIER = "mqtt"
 MQTT_RECIPIENT = "site"
@@ -347,17 +350,26 @@ class AlertManager:
             and alert.severity in self._policy(alert).night_paging
         )
         if not night_ok:
-            quiet_end = self.quiet_until(alert.site, now)
+            quiet_end = self.quiet_until(
+                alert.site, now, operations=alert.audience == Audience.OPERATIONS
+            )
             if quiet_end is not None:
                 return False, quiet_end
         return True, None
 
-    def quiet_until(self, site: str, now: int) -> int | None:
-        """End of the site's quiet hours (ms UTC) when ``now`` is inside them, else None."""
+    def quiet_until(self, site: str, now: int, *, operations: bool = False) -> int | None:
+        """End of the site's quiet hours (ms UTC) when ``now`` is inside them, else None.
+
+        Operations alerts never page at night: for them a site without quiet hours
+        (``quiet_hours: false``, e.g. a 24-hour hotline desk) still has the default
+        night, 22:00-07:00 local.
+        """
         cfg = self.config.site(site)
         start, end = cfg.quiet_start_min, cfg.quiet_end_min
         if start is None or end is None or start == end:
-            return None
+            if not operations:
+                return None
+            start, end = OPERATIONS_NIGHT
         zone = self._zones.get(cfg.timezone)
         if zone is None:
             zone = self._zones[cfg.timezone] = ZoneInfo(cfg.timezone)

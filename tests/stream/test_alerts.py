@@ -427,3 +427,20 @@ def test_responder_notes_reach_webhooks_and_robots(
     ]
     assert "> note: on my way" in render.markdown(bodies[1])
     assert "false alarm" in render.plain(bodies[2])
+
+
+def test_operations_never_page_at_night_even_without_quiet_hours(tmp_path: Path) -> None:
+    doc = {**CONFIG, "sites": {"site-a": {"timezone": "Asia/Shanghai", "quiet_hours": False}}}
+    store = StateStore(tmp_path / "s.sqlite", synchronous="normal")
+    manager = AlertManager(store, parse_config(doc))
+    try:
+        # A 24-hour desk: an SOS at midnight pages at once (no quiet hours at all)...
+        apply(manager, sos(MIDNIGHT_LOCAL), MIDNIGHT_LOCAL)
+        assert pages(store) == [("desk", "raised", "raised")]
+        # ...but a low battery waits for 07:00 local all the same.
+        alert = apply(manager, battery(MIDNIGHT_LOCAL), MIDNIGHT_LOCAL)
+        assert alert.page_at == QUIET_END
+        tick(manager, QUIET_END)
+        assert pages(store)[-1] == ("ops", "raised", "raised")
+    finally:
+        store.close()
