@@ -143,6 +143,8 @@ class Agent:
             self.clock = clock = Clock(
                 trust=cfg.clock.trust, last_trusted_ms=last_trusted, sync_file=cfg.clock.sync_file
             )
+        # Queue ages are stamped and compared with this clock, never the raw wall clock.
+        queue.now_ms = clock.now_ms
         corrections: list[int] = []
         clock.on_trusted = corrections.append
         states = await queue.call(queue.store.states)
@@ -326,7 +328,7 @@ class Agent:
                 while corrections:
                     delta = corrections.pop(0)
                     await queue.flush()
-                    n = await queue.call(queue.store.correct_times, delta)
+                    n = await queue.call(queue.store.correct_times, delta, clock.now_ms())
                     if n:
                         log.info("clock: corrected %d queued events by %+d ms", n, delta)
                 now = time.monotonic()

@@ -498,15 +498,22 @@ class QueueStore:
                 self._bump({"dropped_expired": n})
         return n
 
-    def correct_times(self, delta_ms: int) -> int:
+    def correct_times(self, delta_ms: int, now_ms: int | None = None) -> int:
         """Shift the untrusted stamps of this run by ``delta_ms`` once time is known.
 
         Only still-queued events stamped in this run by the untrusted clock are
         rewritten (their estimate and the real time differ by exactly ``delta_ms``, up
-        to the drift of the monotonic clock); they get ``clock_ok=True``. Returns how
-        many were corrected.
+        to the drift of the monotonic clock); they get ``clock_ok=True``. Their
+        ``queued_ms`` (an estimate from the same clock) is shifted too, but never past
+        ``now_ms``, so expiry by age and the oldest age stay right. Returns how many
+        were corrected.
         """
         with self._tx():
+            self._db.execute(
+                "UPDATE events SET queued_ms = MIN(queued_ms + ?, ?)"
+                " WHERE run = ? AND fix IS NOT NULL",
+                (delta_ms, (1 << 62) if now_ms is None else now_ms, self.run_id),
+            )
             rows = self._db.execute(
                 "SELECT seq, size, payload, fix FROM events WHERE run = ? AND fix IS NOT NULL",
                 (self.run_id,),
@@ -707,6 +714,9 @@ class EventQueue:
         self._room = asyncio.Event()
         self._room.set()
         self.changed = asyncio.Event()  # set after each commit that stored events
+        #: Where commits take their ``queued_ms`` from: the agent's clock, the same one
+        #: expiry compares against (the raw wall clock may be 1970 after a boot).
+        self.now_ms: Callable[[], int] | None = None
         self._on_commit = on_commit
         self._closed = False
 
@@ -790,6 +800,7 @@ class EventQueue:
             batch, self._pending = self._pending, None
             self._pending_count = 0
             self._room.set()
+            now_ms = None if self.now_ms is None else self.now_ms()
             try:
                 result = await self.call(
                     functools.partial(
@@ -799,6 +810,7 @@ class EventQueue:
                         counters=batch.counters,
                         quarantine=batch.quarantine,
                         seen=batch.seen,
+                        now_ms=now_ms,
                     )
                 )
             except Exception as exc:  # disk full, I/O error: tell every waiter

@@ -273,3 +273,44 @@ def test_seen_site_messages_persist_with_the_events(tmp_path):
     seen.add(d1)  # already there: nothing changes
     seen.add(99)  # the oldest is forgotten
     assert d1 not in seen and d2 in seen and 99 in seen and len(seen) == 2
+
+
+async def test_queue_ages_follow_the_agent_clock_on_a_1970_boot(tmp_path, monkeypatch):
+    # A Pi without RTC boots at 1970 and NTP is unreachable: the wall clock says 1970
+    # while the agent's clock estimates from the build floor. Ages must be stamped and
+    # compared with the same clock, or every queued event expires at the first check.
+    from edge_agent.clock import BUILD_FLOOR_MS, Clock
+
+    boot_wall = 5.0  # seconds after the epoch
+    mono = [1000.0]
+    monkeypatch.setattr("edge_agent.queue.time.time", lambda: boot_wall + mono[0] - 1000.0)
+    clock = Clock(trust="never", wall=lambda: boot_wall + mono[0] - 1000.0, mono=lambda: mono[0])
+    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1", max_age_s=3600)
+    q.now_ms = clock.now_ms
+    stamp = clock.now()
+    drafts = [
+        Draft(
+            device="d",
+            kind="door",
+            reading="contact",
+            time=stamp.ms,
+            received=stamp.ms,
+            clock_ok=False,
+        )
+        for _ in range(3)
+    ]
+    await q.put(drafts)
+    queued = (await q.stats()).oldest_ms
+    assert queued is not None and queued >= BUILD_FLOOR_MS
+    mono[0] += 120.0  # two minutes later, still untrusted
+    assert await q.call(q.store.expire, clock.now_ms()) == 0
+    assert q.store.depth == 3
+    # NTP answers ten days after the floor (off longer than max_age): the correction
+    # shifts queued_ms too, so the events are two minutes old, not ten days.
+    delta = 10 * 86400_000
+    real_now = clock.now_ms() + delta
+    assert await q.call(q.store.correct_times, delta, real_now) == 3
+    assert (await q.stats()).oldest_ms == queued + delta
+    assert await q.call(q.store.expire, real_now) == 0
+    assert await q.call(q.store.expire, real_now + 3600_000) == 3  # max_age still applies
+    await q.close()
