@@ -28,7 +28,13 @@ from device_profiles.pendant_trigger import TriggerConfig
 from stream.fall.data import load_recordings
 from stream.fall.errors import ModelError
 from stream.fall.features import FEATURE_NAMES, FEATURE_VERSION
-from stream.fall.model import MODEL_FILENAME, MODEL_FORMAT, MODEL_FORMAT_VERSION, FallClassifier
+from stream.fall.model import (
+    MODEL_FILENAME,
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    FallClassifier,
+    members_digest,
+)
 from stream.fall.table import ADL, FALL, UNLABELLED, WindowTable, build_table, default_cache_dir
 from stream.fall.trees import TreeEnsemble, export_hist_gradient_boosting
 
@@ -373,6 +379,7 @@ def train(
             **{k: v for k, v in cv_summary.items()},
         },
         "members": [e.to_dict() for e in ensembles],
+        "members_sha256": members_digest([e.to_dict() for e in ensembles]),
         "selftest": {
             "features": selftest_X.tolist(),
             "scores": [float(s) for s in selftest_scores],

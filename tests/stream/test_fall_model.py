@@ -15,7 +15,7 @@ from stream.fall import synthetic as S
 from stream.fall.data import resample_array, trigger_windows
 from stream.fall.errors import FallDataError, ModelError, ModelVersionError
 from stream.fall.features import FEATURE_NAMES, FEATURE_VERSION
-from stream.fall.model import MODEL_FILENAME, FallClassifier, shipped_model_path
+from stream.fall.model import MODEL_FILENAME, FallClassifier, members_digest, shipped_model_path
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,19 @@ def test_damaged_trees_fail_the_self_test(tmp_path: Path, shipped_doc: dict[str,
     doc = json.loads(json.dumps(shipped_doc))
     tree = doc["members"][0]["trees"][0]
     tree["value"] = [v + 1.0 if v else v for v in tree["value"]]
+    doc["members_sha256"] = members_digest(doc["members"])  # a consistent, wrong file
     with pytest.raises(ModelError, match="self-test"):
+        FallClassifier.load(_write(tmp_path, doc))
+
+
+def test_any_edited_leaf_is_refused_by_the_digest(
+    tmp_path: Path, shipped_doc: dict[str, Any]
+) -> None:
+    """One leaf changed slightly: the self-test rows may not notice, the digest does."""
+    doc = json.loads(json.dumps(shipped_doc))
+    tree = doc["members"][-1]["trees"][-1]
+    tree["value"][-1] = tree["value"][-1] + 1e-3
+    with pytest.raises(ModelError, match="digest"):
         FallClassifier.load(_write(tmp_path, doc))
 
 
@@ -127,6 +139,7 @@ def test_damaged_trees_fail_the_self_test(tmp_path: Path, shipped_doc: dict[str,
         lambda d: d.update(trigger={"threshold_g": "x"}),
         lambda d: d["members"][0]["trees"][0].update(left=[5, 1, 2]),
         lambda d: d.pop("selftest"),
+        lambda d: d.pop("members_sha256"),
     ],
 )
 def test_malformed_models_raise_model_error(

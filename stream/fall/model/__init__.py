@@ -16,6 +16,7 @@ them at training time). Loading checks all of it:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -76,6 +77,12 @@ class FallAssessment:
     reason: str  # e.g. "impact 4.8 g, after 0.30 s of falling, body turned 88 degrees, ..."
 
 
+def members_digest(members: Any) -> str:
+    """SHA-256 of the tree ensembles in canonical JSON (stored as ``members_sha256``)."""
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 class FallClassifier:
     """Scores pendant impact windows: probability-like fall score in [0, 1]."""
 
@@ -118,6 +125,13 @@ class FallClassifier:
         members = doc.get("members")
         if not isinstance(members, Sequence) or not members:
             raise ModelError(f"{source}: no tree ensembles ('members')")
+        # The self-test below checks a few rows only; the digest covers every split and
+        # leaf, so an edited or damaged tree is refused, not silently used.
+        if doc.get("members_sha256") != members_digest(members):
+            raise ModelError(
+                f"{source}: the trees do not match their recorded digest "
+                "('members_sha256'): file damaged or edited; retrain or reinstall it"
+            )
         self.members = tuple(TreeEnsemble.from_dict(m, len(FEATURE_NAMES)) for m in members)
         self.threshold = threshold
         self.metadata: dict[str, Any] = {
