@@ -11,10 +11,18 @@ twice for one incident.
   an event it has already seen (gateway + seq) so a replayed message cannot re-alert.
 - ``impact`` (the acceleration window the pendant uploads around an impact): scored by
   the fall classifier (``stream.fall``); a score at or above the threshold is a fall
-  alert at once (``fall_severity``, HIGH by default). When no movement is reported in
-  the ``still_after_s`` after the fall (pendant heartbeats carry an ``activity`` count),
-  the alert is raised again as CRITICAL ("no movement since the fall"). A press within
-  ``merge_s`` of a fall says so in the reason.
+  alert at once (``fall_severity``, HIGH by default). When the classifier's assessment
+  says the window shows no movement after the impact (``still_after``), the fall is
+  raised at once at ``still_severity`` (CRITICAL): someone lying still must not wait for
+  a heartbeat. Otherwise a later check remains: unless movement is reported in the
+  ``still_after_s`` after the fall, the alert is raised again as CRITICAL. A pendant
+  heartbeat's ``activity`` counts movement since the *previous* heartbeat, so its period
+  may include the walking before the fall: a heartbeat counts as "moved" only when the
+  previous heartbeat of the same pendant (its period's start) was at or after the impact.
+  When that previous heartbeat is unknown (first one seen, or another pendant) it does
+  not count: a false "moved" would hide a person who cannot get up, while a false
+  "still" only raises an already paging alert to CRITICAL. A press within ``merge_s`` of
+  a fall says so in the reason.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ class AlarmState(msgspec.Struct, kw_only=True):
     # A fall waiting for the stillness check: deadline of the check, ms UTC.
     still_check_at: int | None = None
     moved_since_fall: bool = False
+    # The last heartbeat seen (ms UTC) and its pendant: the start of the next one's period.
+    heartbeat_at: int | None = None
+    heartbeat_device: str | None = None
     # Who the last fall was about: tick() has no event to take them from.
     site: str = ""
     subject: str = ""
@@ -195,10 +206,13 @@ class AlarmDetector(Detector[AlarmState]):
             return state, [self._signal(event, Severity.HIGH, reason, "impact")]
         try:
             result = self.scorer(event.values)
+            still_after: object = None
             if isinstance(result, int | float):
                 score, words = float(result), ""
             else:
                 score, words = float(result.score), str(result.reason)
+                # the packaged classifier's FallAssessment; a bare Assessment may lack it
+                still_after = getattr(result, "still_after", None)
         except Exception as exc:  # a window the model cannot read is still an impact
             log.warning("fall classifier failed on %s:%s: %s", event.gateway, event.seq, exc)
             reason = f"impact detected by the pendant; the fall classifier failed ({exc})"
@@ -213,6 +227,12 @@ class AlarmDetector(Detector[AlarmState]):
             reason = f"fall detected by the pendant: {words} (classifier score {score:.2f})"
         severity = self.fall_severity
         trigger = "fall"
+        # The window itself shows no movement after the impact: the person is lying
+        # still now, so no later check is needed to raise the stillness severity.
+        still_now = still_after is True
+        if still_now:
+            severity = max(severity, self.still_severity, key=_rank)
+            trigger = "fall+still"
         if near_press:
             reason += ", SOS button pressed too"
             severity = max(severity, Severity.CRITICAL, key=_rank)
@@ -221,7 +241,7 @@ class AlarmDetector(Detector[AlarmState]):
             state,
             last_fall=event.time,
             fall_score=score,
-            still_check_at=event.time + self.still_after_ms,
+            still_check_at=None if still_now else event.time + self.still_after_ms,
             moved_since_fall=False,
             site=event.site,
             subject=self._subject(event),
@@ -233,16 +253,30 @@ class AlarmDetector(Detector[AlarmState]):
     def _heartbeat(self, state: AlarmState, event: Event, recent: list[str]) -> AlarmState:
         moved = state.moved_since_fall
         activity = event.values.get("activity")
+        # The period this heartbeat reports on began at the previous heartbeat of the
+        # same pendant; unknown (None) when that one was not seen.
+        period_start = state.heartbeat_at if state.heartbeat_device == event.device else None
         if (
             state.still_check_at is not None
             and state.last_fall is not None
+            and period_start is not None
+            and period_start >= state.last_fall
             and event.time > state.last_fall
             and isinstance(activity, int)
             and not isinstance(activity, bool)
             and activity > 0
         ):
             moved = True
-        return msgspec.structs.replace(state, recent=recent, moved_since_fall=moved)
+        heartbeat_at, heartbeat_device = state.heartbeat_at, state.heartbeat_device
+        if heartbeat_device != event.device or heartbeat_at is None or event.time > heartbeat_at:
+            heartbeat_at, heartbeat_device = event.time, event.device  # late ones do not rewind
+        return msgspec.structs.replace(
+            state,
+            recent=recent,
+            moved_since_fall=moved,
+            heartbeat_at=heartbeat_at,
+            heartbeat_device=heartbeat_device,
+        )
 
     # --- time ---------------------------------------------------------------------------
     def deadline(self, state: AlarmState) -> int | None:

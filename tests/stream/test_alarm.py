@@ -73,7 +73,30 @@ CASES = [
     ),
     Case(
         "fall then movement: no second signal",
+        [impact(1, 0.9, t=0), heartbeat(2, 0, t=10_000), heartbeat(3, 5, t=60_000)],
+        [(Severity.HIGH, "fall")],
+        tick_at=120_000,
+    ),
+    Case(
+        "walking before the fall does not count as movement after it",
+        [heartbeat(1, 7, t=-240_000), impact(2, 0.9, t=0), heartbeat(3, 9, t=60_000)],
+        [(Severity.HIGH, "fall"), (Severity.CRITICAL, "fall+still")],
+        tick_at=120_000,
+    ),
+    Case(
+        "a heartbeat of unknown period does not count as movement",
         [impact(1, 0.9, t=0), heartbeat(2, 5, t=60_000)],
+        [(Severity.HIGH, "fall"), (Severity.CRITICAL, "fall+still")],
+        tick_at=120_000,
+    ),
+    Case(
+        "a late heartbeat from before the fall does not rewind the period start",
+        [
+            impact(1, 0.9, t=0),
+            heartbeat(2, 0, t=10_000),
+            heartbeat(3, 4, t=-5_000),
+            heartbeat(4, 5, t=60_000),
+        ],
         [(Severity.HIGH, "fall")],
         tick_at=120_000,
     ),
@@ -251,4 +274,29 @@ def test_the_packaged_classifier_confirms_a_synthetic_fall_in_words() -> None:
     assert key is not None
     _, [signal] = detector.step(detector.initial_state(key), event, ConfigContext())
     assert signal.reason.startswith("fall detected by the pendant: impact ")
-    assert signal.details["trigger"] == "fall"
+    # the synthetic fall ends lying still: the window says so, critical at once
+    assert "no movement after it" in signal.reason
+    assert (signal.severity, signal.details["trigger"]) == (Severity.CRITICAL, "fall+still")
+
+
+@dataclass
+class StillAssessed:
+    score: float
+    reason: str
+    still_after: bool
+
+
+@pytest.mark.parametrize("still", [True, False])
+def test_a_window_still_after_the_impact_is_critical_at_once(still: bool) -> None:
+    """The classifier saw no movement after the impact: no waiting for a heartbeat."""
+    words = "impact 4.4 g, no movement after it" if still else "impact 4.4 g, moving after it"
+    detector = AlarmDetector(
+        scorer=lambda values: StillAssessed(score_from_values(values), words, still)
+    )
+    state, [signal] = detector.step(AlarmState(), impact(1, 0.97, t=0), ConfigContext())
+    if still:
+        assert (signal.severity, signal.details["trigger"]) == (Severity.CRITICAL, "fall+still")
+        assert detector.deadline(state) is None  # nothing left to raise later
+    else:
+        assert (signal.severity, signal.details["trigger"]) == (Severity.HIGH, "fall")
+        assert detector.deadline(state) == T0 + 120_000
