@@ -31,7 +31,10 @@ Went out, silent at home, unknown
     - A front-door event (placement ``front_door``, see below) or a check-in followed by
       nothing is an absence, not a collapse: no inactivity alert. If the resident is not
       back by ``not_back_by`` (local, at least ``away_grace`` after leaving) or after
-      ``away_limit`` at the latest, a gentler ``not_back_home`` alert (WARNING) is raised.
+      ``away_limit`` at the latest, a ``not_back_home`` alert (HIGH) is raised. HIGH,
+      not WARNING: it concerns someone living alone who did not come home, and the
+      default ``not_back_by`` (22:00) is exactly when default quiet hours begin, when only
+      HIGH and CRITICAL page; a WARNING would wait unheard until the morning.
       Motion or an inner door at home ends the absence.
     - A resident whose gateway is offline (``kind="gateway"``, ``reading="status"``,
       ``online: false``) or one of whose sensors is down (``reading="device_status"``
@@ -602,7 +605,7 @@ class InactivityDetector(Detector[InactivityState]):
             subject=resident,
             site=site,
             time=now,
-            severity=Severity.WARNING,
+            severity=Severity.HIGH,  # must page in quiet hours (see the module docstring)
             reason=reason,
             resident=resident,
             details={"left": lt.iso(r.away), "away_min": (now - r.away) // MINUTE_MS},
@@ -618,7 +621,7 @@ class InactivityDetector(Detector[InactivityState]):
             subject=resident,
             site=site,
             time=t,
-            severity=Severity.WARNING if condition == NOT_BACK else Severity.HIGH,
+            severity=Severity.HIGH,
             reason=f"{text} at {lt.hhmm(t)}: {label}",
             action="clear",
             resident=resident,

@@ -226,6 +226,22 @@ def test_inactivity_table(case: Case) -> None:
     assert summary(run(case.events, case.until_h, **case.kw)) == case.expected
 
 
+def test_not_back_home_pages_in_quiet_hours() -> None:
+    """Raised at 22:00, when quiet hours begin: its severity must be one that pages then."""
+    from stream.config import DEFAULT_NIGHT_PAGING
+
+    mk = Maker()
+    alerts = run([mk.door(9.0, True), mk.door(9.01, False), mk.door(23.0, True)], 23.5)
+    alerts += run([mk.door(9.0, True), mk.door(9.01, False)], 22.5)
+    assert [(a.action, a.condition) for a in alerts[:2]] == [
+        ("raise", NOT_BACK),
+        ("clear", NOT_BACK),
+    ]
+    for alert in alerts:
+        assert alert.severity is Severity.HIGH
+        assert alert.severity.value in DEFAULT_NIGHT_PAGING
+
+
 def test_reason_is_plain_words() -> None:
     mk = Maker()
     [alert] = run([mk.motion(9 + 40 / 60)], 16)
