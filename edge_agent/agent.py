@@ -8,7 +8,9 @@
 - a housekeeping task: device-down checks, queue expiry, persisting the last trusted
   time, giving free pages back to the file system.
 
-``SIGHUP`` reloads the config file: sources are stopped and rebuilt, the uplink is
+``SIGHUP`` reloads the config file: the new sources are built first (a config that
+fails, sources included, is refused and the old one keeps running), then the running
+sources are stopped and replaced, the uplink is
 restarted only when the broker settings changed (after its in-flight batches are
 acknowledged), and the queue is never touched, so nothing is lost or sent twice. The
 site, gateway and queue path cannot change by reload (they name the queue): such a
@@ -24,8 +26,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from device_profiles.errors import CarewatchError
 from device_profiles.profiles import ProfileRegistry
@@ -46,8 +48,12 @@ STOP_TIMEOUT_S = 10.0
 _LAST_TRUSTED = "clock.last_trusted_ms"
 
 
-def build_sources(ingest: Ingest) -> list[Source]:
-    """One source per serial port, Modbus bus and site broker, from the bound devices."""
+def build_sources(ingest: Ingest, devices: Iterable[Bound] | None = None) -> list[Source]:
+    """One source per serial port, Modbus bus and site broker, from the bound devices.
+
+    ``devices`` defaults to every device bound by ``ingest``. Nothing is opened: a
+    source opens its port or connection in ``run()``.
+    """
     from edge_agent.sources.modbus import ModbusSource
     from edge_agent.sources.mqtt import MqttSource
     from edge_agent.sources.serial import SerialSource
@@ -55,7 +61,7 @@ def build_sources(ingest: Ingest) -> list[Source]:
     serial_ports: dict[str, list[Bound]] = {}
     buses: dict[str, list[Bound]] = {}
     brokers: dict[str, list[Bound]] = {}
-    for dev in ingest.devices.values():
+    for dev in ingest.devices.values() if devices is None else devices:
         t = dev.config.transport
         if dev.config.section == "serial":
             serial_ports.setdefault(str(t["port"]), []).append(dev)
@@ -71,6 +77,40 @@ def build_sources(ingest: Ingest) -> list[Source]:
         for name, devs in brokers.items()
     ]
     return sources
+
+
+def source_problems(config: AgentConfig, registry: ProfileRegistry) -> list[tuple[str, str]]:
+    """Build (without opening) the sources of a config: ``(path, message)`` per failure.
+
+    Some settings are only checked where a source is built from its devices (a custom
+    MQTT profile naming no topic, a codec that cannot read a byte stream): the config
+    check and a reload must find them before anything starts or stops. The path names
+    the device when one device alone fails, else ``devices``.
+    """
+    try:
+        ingest = Ingest(
+            config,
+            cast(EventQueue, None),  # sources only keep it; nothing is submitted here
+            clock=Clock(trust="never"),
+            health=DeviceHealth(),
+            registry=registry,
+        )
+    except Exception as exc:
+        return [("devices", str(exc) or type(exc).__name__)]
+    index = {d.id: i for i, d in enumerate(config.devices)}
+    problems: list[tuple[str, str]] = []
+    for dev in ingest.devices.values():
+        try:
+            build_sources(ingest, [dev])
+        except Exception as exc:
+            path = f"devices[{index.get(dev.id, '?')}].{dev.config.section}"
+            problems.append((path, str(exc) or type(exc).__name__))
+    if not problems:
+        try:
+            build_sources(ingest)
+        except Exception as exc:
+            problems.append(("devices", str(exc) or type(exc).__name__))
+    return problems
 
 
 class Agent:
@@ -219,6 +259,15 @@ class Agent:
         if (new.site, new.gateway, new.queue.path) != (old.site, old.gateway, old.queue.path):
             log.error(
                 "agent: reload refused: site, gateway and queue.path can only change by a restart"
+            )
+            return uplink_task
+        # Build the new sources before stopping the running ones: a source that cannot
+        # be built must leave the agent running with the old config, not without sources.
+        problems = source_problems(new, registry)
+        if problems:
+            log.error(
+                "agent: reload refused, keeping the running config: %s",
+                "; ".join(f"{path}: {msg}" for path, msg in problems),
             )
             return uplink_task
         log.info("agent: reloading %s", new.file)

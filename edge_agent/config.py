@@ -925,8 +925,18 @@ def check_config(
     registry_loader: Callable[[tuple[str, ...]], ProfileRegistry] = _default_registry_loader,
 ) -> list[ConfigProblem]:
     """Every problem in a gateway config file, each with its path; empty when it is good."""
-    problems, _ = _check(file, registry_loader)
-    return problems
+    problems, config = _check(file, registry_loader)
+    if problems or config is None:
+        return problems
+    # The sources check what only they know (e.g. an MQTT profile naming no topic):
+    # build them, without opening anything, so --check finds what start would.
+    from edge_agent.agent import source_problems  # lazy: agent imports this module
+
+    try:
+        registry = registry_loader(config.profile_dirs)
+    except CarewatchError as exc:
+        return [ConfigProblem("profiles", f"cannot load device profiles: {exc}")]
+    return [ConfigProblem(path, message) for path, message in source_problems(config, registry)]
 
 
 def load_config(

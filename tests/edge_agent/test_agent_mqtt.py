@@ -8,7 +8,7 @@ import pytest
 
 from device_profiles.profiles import ProfileRegistry
 from simulators.zigbee import Zigbee2MqttSimulator
-from tests.edge_agent.helpers import Collector, running_agent, write_config
+from tests.edge_agent.helpers import REPO, Collector, running_agent, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +233,26 @@ async def test_a_broken_config_on_reload_is_refused(tmp_path, mosquitto, topic_p
         agent.request_reload()
         await asyncio.sleep(0.5)
         assert "can only change by a restart" in caplog.text
+        # A config only the sources can fault (a custom MQTT profile naming no topic):
+        # refused before the running sources are stopped (before, the agent exited).
+        profiles = tmp_path / "profiles"
+        profiles.mkdir()
+        face = (REPO / "device_profiles" / "profiles" / "hikvision-ds-k1t341.yaml").read_text()
+        face = face.replace("profile: hikvision-ds-k1t341", "profile: acme-face")
+        face = face.replace("transport:\n  topic: hikvision/{device}/event\n", "")
+        (profiles / "acme-face.yaml").write_text(face)
+        write_config(
+            tmp_path,
+            central=mosquitto,
+            site_broker=mosquitto,
+            root=root,
+            devices=[door(1, topic_prefix), {"id": "face-1", "profile": "acme-face"}],
+            profiles={"dirs": [str(profiles)]},
+        )
+        agent.request_reload()
+        await asyncio.sleep(0.5)
+        assert "names no topic" in caplog.text
+        assert agent.all_sources_up() and len(agent.sources) == 1
         await sim.open_door()  # still reading with the old config
         await col.wait_for(lambda c: any(e.reading == "contact" for e in c.events))
     assert all(e.gateway == "gw-1" for e in col.events)

@@ -104,3 +104,33 @@ def test_sample_config_shows_every_option():
     ]
     missing = sorted({k for k in keys if f"{k}:" not in text})
     assert missing == []
+
+
+def test_check_finds_what_only_the_sources_check(tmp_path):
+    # A custom mqtt-json profile naming no topic passes the schema; only the MQTT
+    # source finds it. --check must say so (before, it said OK and start exited 2).
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    face = (REPO / "device_profiles" / "profiles" / "hikvision-ds-k1t341.yaml").read_text()
+    face = face.replace("profile: hikvision-ds-k1t341", "profile: acme-face")
+    face = face.replace("transport:\n  topic: hikvision/{device}/event\n", "")
+    assert "topic:" not in face
+    (profiles / "acme-face.yaml").write_text(face)
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            site: s1
+            gateway: g1
+            broker: {{url: "mqtt://localhost"}}
+            profiles: {{dirs: ["{profiles}"]}}
+            site_brokers: {{local: {{url: "mqtt://127.0.0.1:1883"}}}}
+            devices:
+              - {{id: door-1, profile: aqara-mccgq11lm}}
+              - {{id: face-1, profile: acme-face}}
+            """
+        )
+    )
+    problems = [str(p) for p in check_config(path)]
+    assert len(problems) == 1
+    assert problems[0].startswith("devices[1].mqtt: face-1: profile 'acme-face' names no topic")
