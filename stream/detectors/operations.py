@@ -195,9 +195,11 @@ class OccupancyDetector(Detector[OccupancyState]):
         state.site = event.site
         t = event.time
         lt = _zone(self._zones, ctx, state.site)
-        alerts = self._advance(state, t, ctx, lt)
         count_in = _count(event.values.get("in"))
         count_out = _count(event.values.get("out"))
+        if state.slot >= 0 and lt.slot(t) < state.slot:
+            return state, self._late(state, t, count_in - count_out, ctx, lt)
+        alerts = self._advance(state, t, ctx, lt)
         state.counters[event.device] = t
         if len(state.counters) > MAX_COUNTERS:
             state.counters.pop(min(state.counters, key=state.counters.__getitem__))
@@ -223,6 +225,27 @@ class OccupancyDetector(Detector[OccupancyState]):
         self._schedule(state, t, ctx, lt)
         return state, alerts
 
+    def _late(
+        self,
+        state: OccupancyState,
+        t: int,
+        delta: int,
+        ctx: DetectorContext,
+        lt: LocalTime,
+    ) -> list[AlertSignal]:
+        """A counts event older than the hour being counted (a late delivery).
+
+        It never moves the clock backwards: the hours before are closed and learned, so
+        it only changes the occupancy, and only when it belongs to the current local day
+        (a day that ended was reset at midnight; its people are not inside today) and the
+        site was not reconciled since (after closing, occupancy restarts from 0).
+        """
+        if lt.day(t) != state.day or state.reconciled_day == state.day:
+            return []
+        state.occupancy = max(0, state.occupancy + delta)
+        state.peak = max(state.peak, state.occupancy)
+        return self._crowding(state, t, ctx)
+
     def tick(
         self, state: OccupancyState, now: int, ctx: DetectorContext
     ) -> tuple[OccupancyState, list[AlertSignal]]:
@@ -241,6 +264,8 @@ class OccupancyDetector(Detector[OccupancyState]):
         if state.slot < 0:
             state.slot, state.day = slot, lt.day(t)
             return alerts
+        if slot < state.slot:
+            return alerts  # the clock never moves backwards (a late event, see _late)
         # Hours that ended (at most a week of them: a site silent longer is one anomaly).
         first = max(state.slot, slot - 24 * 7)
         for s in range(first, slot):

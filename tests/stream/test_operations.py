@@ -199,6 +199,38 @@ def test_operations_table(
     assert summary(run(events, until_h)) == expected
 
 
+def feed_in_order(events: list[Event], until_h: float, **site: Any) -> list[AlertSignal]:
+    """Like run(), but in the order given: late deliveries stay late."""
+    ctx = ConfigContext({SITE: {**SITE_CONFIG, **site}}, {})
+    runner = OfflineRunner(operations_detectors(), ctx)
+    out: list[AlertSignal] = []
+    for event in events:
+        out += runner.feed(event)
+    out += runner.advance(MON + round(until_h * H))
+    assert runner.errors == 0
+    return out
+
+
+def test_a_late_event_from_yesterday_does_not_reset_occupancy() -> None:
+    """8 inside, a late 'in' from 23:59 the day before, then 5 more: 13 > capacity 10."""
+    events = [counts(24 + 12.0, 8), counts(23 + 59 / 60, 1), counts(24 + 12.5, 5)]
+    got = summary(feed_in_order(events, 24 + 13.0, opening_hours=None, opening_days=None))
+    assert got == [("raise", CROWDING, SITE, 36.5)]
+
+
+def test_a_late_event_from_an_earlier_hour_today_counts_without_rewinding() -> None:
+    """A late 'in' from an hour ago still counts today; the current hour is not restarted."""
+    events = [counts(12.2, 8), counts(11.5, 3), counts(12.4, 0, 2)]
+    got = summary(feed_in_order(events, 12.6))
+    assert got == [("raise", CROWDING, SITE, 11.5), ("clear", CROWDING, SITE, 12.4)]
+    detector = OccupancyDetector()
+    ctx = ConfigContext({SITE: SITE_CONFIG}, {})
+    state = detector.initial_state(SITE)
+    for event in events[:2]:
+        state, _ = detector.step(state, event, ctx)
+    assert (state.slot % 24, state.slot_in, state.occupancy) == (12, 8, 11)
+
+
 def test_midnight_reset_without_opening_hours() -> None:
     got = summary(run([counts(22.0, 11)], 25, opening_hours=None, opening_days=None))
     assert got == [("raise", CROWDING, SITE, 22.0), ("clear", CROWDING, SITE, 24.0)]
