@@ -113,6 +113,12 @@ class SerialSource(Source):
             self.ingest.fault(self.label, "split", str(exc), buffer[:512])
             self._buffer = b""
             return
+        except Exception as exc:  # a codec bug: counted, and the buffer is not kept,
+            # or the same bytes would fail again on every read and wedge the port
+            log.exception("%s: codec failed to split the input", self.label)
+            self.ingest.fault(self.label, "codec_bug", repr(exc), buffer[:512])
+            self._buffer = b""
+            return
         if garbage:
             self.ingest.fault(self.label, "garbage", f"{len(garbage)} bytes skipped", garbage)
         if len(rest) > MAX_BUFFER:
@@ -161,8 +167,15 @@ class SerialSource(Source):
                 source = rs[0].source
                 try:
                     own = [r for r in device.codec.decode(frame, device.id) if r.source == source]
+                except DecodeError as exc:
+                    self.ingest.fault(device.id, exc.fault, exc.detail, frame)
+                    continue
                 except CarewatchError as exc:
                     self.ingest.fault(device.id, "decode", str(exc), frame)
+                    continue
+                except Exception as exc:  # a codec bug: the other frames still flow
+                    log.exception("%s: codec failed on a frame", device.id)
+                    self.ingest.fault(device.id, "codec_bug", repr(exc), frame)
                     continue
             self.ingest.readings(device, own)
 

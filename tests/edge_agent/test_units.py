@@ -166,3 +166,103 @@ async def test_a_codec_bug_is_a_counted_fault_not_a_dead_device(tmp_path: Path, 
     stats = await q.stats()
     assert stats.counters["decode_errors.door-1.codec_bug"] == 1
     await q.close()
+
+
+async def test_a_codec_bug_in_split_does_not_wedge_a_serial_port(tmp_path: Path, monkeypatch):
+    """A codec raising from split() is counted; the buffer restarts and frames flow on."""
+    from edge_agent.sources.serial import SerialSource
+
+    cfg = load_config(
+        _config(
+            tmp_path,
+            [
+                {
+                    "id": "p-1",
+                    "profile": "oem-rf433-button-pendant",
+                    "serial": {"port": "/dev/ttyNONE"},
+                }
+            ],
+        )
+    )
+    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1")
+    ingest = Ingest(
+        cfg,
+        q,
+        clock=Clock(trust="always", wall=lambda: T0 / 1000),
+        health=DeviceHealth(),
+        registry=ProfileRegistry.load(),
+    )
+    pendant = ingest.devices["p-1"]
+    src = SerialSource("/dev/ttyNONE", [pendant], ingest)
+    frame = pendant.codec.encode(
+        Reading("press", {"button": "sos", "counter": 1}, source="00A1B2"), "p-1"
+    )
+    assert isinstance(frame, bytes)
+    real_split = src.codec.split
+
+    def buggy(buffer: bytes) -> tuple[list[bytes], bytes, bytes]:
+        if buffer.startswith(b"\xde\xad"):
+            raise IndexError("codec bug")
+        return real_split(buffer)
+
+    monkeypatch.setattr(src.codec, "split", buggy)
+    src.feed(b"\xde\xad" + frame[:3])  # before: IndexError escaped the reader callback
+    assert src._buffer == b""
+    src.feed(frame)
+    await q.flush()
+    stats = await q.stats()
+    assert stats.counters["decode_errors.p-1.codec_bug"] == 1
+    batch = await q.peek(urgent=True, after=0, limit=10, max_bytes=1 << 20)
+    assert batch is not None and len(batch) == 1  # the press after the bug got through
+    await q.close()
+
+
+async def test_a_codec_bug_of_a_second_model_on_a_receiver_is_counted(tmp_path: Path, monkeypatch):
+    """Another model sharing the receiver decodes its frames itself; its bug is counted."""
+    from edge_agent.sources.serial import SerialSource
+
+    port = {"port": "/dev/ttyNONE", "baudrate": 115200}
+    cfg = load_config(
+        _config(
+            tmp_path,
+            [
+                {
+                    "id": "p-1",
+                    "profile": "oem-rf433-button-pendant",
+                    "serial": {**port, "address": "0000A1B2"},
+                },
+                {
+                    "id": "p-2",
+                    "profile": "oem-rf868-latched-pendant",
+                    "serial": {**port, "address": "0000C3D4"},
+                },
+            ],
+        )
+    )
+    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1")
+    ingest = Ingest(
+        cfg,
+        q,
+        clock=Clock(trust="always", wall=lambda: T0 / 1000),
+        health=DeviceHealth(),
+        registry=ProfileRegistry.load(),
+    )
+    p1, p2 = ingest.devices["p-1"], ingest.devices["p-2"]
+    src = SerialSource("/dev/ttyNONE", [p1, p2], ingest)
+    assert p2.codec is not src.codec
+
+    def buggy(raw: bytes, device: str) -> list[Reading]:
+        raise KeyError("codec bug")
+
+    monkeypatch.setattr(p2.codec, "decode", buggy)
+    press = Reading("press", {"button": "sos", "counter": 1}, source="00C3D4")
+    frame2 = src.codec.encode(press, "p-2")
+    frame1 = src.codec.encode(Reading("press", press.values, source="0000A1B2"), "p-1")
+    assert isinstance(frame1, bytes) and isinstance(frame2, bytes)
+    src.feed(frame2)  # before: KeyError escaped the reader callback
+    src.feed(frame1)
+    await q.flush()
+    assert (await q.stats()).counters["decode_errors.p-2.codec_bug"] == 1
+    batch = await q.peek(urgent=True, after=0, limit=10, max_bytes=1 << 20)
+    assert batch is not None and len(batch) == 1
+    await q.close()
