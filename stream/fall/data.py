@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,9 +70,28 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# What reading a damaged npz (a zip of .npy members) or an unloadable member raises.
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _array(data: np.lib.npyio.NpzFile, key: str, path: str) -> npt.NDArray[Any]:
+    """Member ``key`` of the file; raises :class:`FallDataError` naming it when unreadable.
+
+    Object arrays (e.g. a ``subject`` list of Python strings saved without a fixed width)
+    cannot be loaded without pickle, which is never allowed for data files.
+    """
+    try:
+        return np.asarray(data[key])
+    except _READ_ERRORS as exc:
+        raise FallDataError(
+            f"{path}: cannot read {key!r} ({exc}); store it as a plain numeric, bool or "
+            "fixed-width string array"
+        ) from None
+
+
 def _scalar(data: np.lib.npyio.NpzFile, key: str, path: str) -> float:
     try:
-        value = float(np.asarray(data[key]).reshape(()))
+        value = float(_array(data, key, path).reshape(()))
     except (TypeError, ValueError):
         raise FallDataError(f"{path}: {key!r} must be a scalar number") from None
     if not math.isfinite(value) or value <= 0:
@@ -81,52 +103,73 @@ def load_recordings(path: str | Path) -> Recordings:
     """Load and check a recordings file; raises :class:`FallDataError` naming the problem."""
     p = Path(path)
     try:
-        data = np.load(p, allow_pickle=False)
+        # opened here and closed by the with below: np.load leaks its own on a damaged zip
+        fh = open(p, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise FallDataError(f"{p}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise FallDataError(f"{p}: not a readable npz file ({exc})") from None
-    with data:
-        missing = [k for k in REQUIRED_KEYS if k not in data.files]
-        if missing:
-            raise FallDataError(
-                f"{p}: missing keys {missing}; a recordings file holds {REQUIRED_KEYS}"
-            )
-        signals = data["signals"]
-        offsets = np.asarray(data["offsets"])
-        numeric = np.issubdtype(signals.dtype, np.number)
-        if signals.ndim != 2 or signals.shape[1] != 3 or not numeric:
-            raise FallDataError(
-                f"{p}: 'signals' must be an (N, 3) numeric array, got {signals.shape}"
-            )
-        if offsets.ndim != 1 or offsets.size < 1 or not np.issubdtype(offsets.dtype, np.integer):
-            raise FallDataError(f"{p}: 'offsets' must be a 1-D integer array")
-        offsets = offsets.astype(np.int64)
-        if offsets[0] != 0 or offsets[-1] != len(signals) or np.any(np.diff(offsets) < 0):
-            raise FallDataError(
-                f"{p}: 'offsets' must start at 0, never decrease and end at len(signals)"
-            )
-        m = offsets.size - 1
-        subject = tuple(str(s) for s in np.asarray(data["subject"]).reshape(-1))
-        activity = tuple(str(s) for s in np.asarray(data["activity"]).reshape(-1))
-        is_fall = tuple(bool(b) for b in np.asarray(data["is_fall"]).reshape(-1))
-        trial = (
-            tuple(int(t) for t in np.asarray(data["trial"]).reshape(-1))
-            if "trial" in data.files
-            else tuple(range(1, m + 1))
-        )
-        for key, seq in (
-            ("subject", subject),
-            ("activity", activity),
-            ("is_fall", is_fall),
-            ("trial", trial),
-        ):
-            if len(seq) != m:
-                raise FallDataError(f"{p}: {key!r} has {len(seq)} entries for {m} recordings")
-        rate = _scalar(data, "rate_hz", str(p))
-        gpc = _scalar(data, "g_per_count", str(p))
-        if not np.all(np.isfinite(signals)):
-            raise FallDataError(f"{p}: 'signals' holds NaN or infinite values")
+    except OSError as exc:
+        raise FallDataError(f"{p}: cannot read it ({exc})") from None
+    with fh:
+        try:
+            data = np.load(fh, allow_pickle=False)
+        except _READ_ERRORS as exc:
+            raise FallDataError(f"{p}: not a readable npz file ({exc})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise FallDataError(f"{p}: a single array, not an npz file of named arrays")
+        with data:
+            where = str(p)
+            missing = [k for k in REQUIRED_KEYS if k not in data.files]
+            if missing:
+                raise FallDataError(
+                    f"{p}: missing keys {missing}; a recordings file holds {REQUIRED_KEYS}"
+                )
+            signals = _array(data, "signals", where)
+            offsets = _array(data, "offsets", where)
+            numeric = np.issubdtype(signals.dtype, np.number)
+            if signals.ndim != 2 or signals.shape[1] != 3 or not numeric:
+                raise FallDataError(
+                    f"{p}: 'signals' must be an (N, 3) numeric array, got {signals.shape}"
+                )
+            if (
+                offsets.ndim != 1
+                or offsets.size < 1
+                or not np.issubdtype(offsets.dtype, np.integer)
+            ):
+                raise FallDataError(f"{p}: 'offsets' must be a 1-D integer array")
+            offsets = offsets.astype(np.int64)
+            if offsets[0] != 0 or offsets[-1] != len(signals) or np.any(np.diff(offsets) < 0):
+                raise FallDataError(
+                    f"{p}: 'offsets' must start at 0, never decrease and end at len(signals)"
+                )
+            m = offsets.size - 1
+            subject = tuple(str(s) for s in _array(data, "subject", where).reshape(-1))
+            activity = tuple(str(s) for s in _array(data, "activity", where).reshape(-1))
+            falls = _array(data, "is_fall", where)
+            if falls.dtype != np.bool_:
+                # bool("False") is True: strings or numbers would silently mislabel recordings
+                raise FallDataError(f"{p}: 'is_fall' must be a bool array, got dtype {falls.dtype}")
+            is_fall = tuple(bool(b) for b in falls.reshape(-1))
+            if "trial" in data.files:
+                trials = _array(data, "trial", where)
+                if not np.issubdtype(trials.dtype, np.integer):
+                    raise FallDataError(
+                        f"{p}: 'trial' must be an integer array, got dtype {trials.dtype}"
+                    )
+                trial = tuple(int(t) for t in trials.reshape(-1))
+            else:
+                trial = tuple(range(1, m + 1))
+            for key, seq in (
+                ("subject", subject),
+                ("activity", activity),
+                ("is_fall", is_fall),
+                ("trial", trial),
+            ):
+                if len(seq) != m:
+                    raise FallDataError(f"{p}: {key!r} has {len(seq)} entries for {m} recordings")
+            rate = _scalar(data, "rate_hz", str(p))
+            gpc = _scalar(data, "g_per_count", str(p))
+            if not np.all(np.isfinite(signals)):
+                raise FallDataError(f"{p}: 'signals' holds NaN or infinite values")
     return Recordings(
         signals=signals,
         offsets=offsets,

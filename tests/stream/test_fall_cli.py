@@ -109,6 +109,53 @@ def test_malformed_recordings_are_named(tmp_path: Path, change: dict[str, Any]) 
         load_recordings(path)
 
 
+def _base_recordings() -> dict[str, Any]:
+    return {
+        "signals": np.zeros((3, 3), np.int16),
+        "offsets": np.array([0, 3]),
+        "subject": np.array(["A"]),
+        "activity": np.array(["D01"]),
+        "is_fall": np.array([False]),
+        "rate_hz": np.int64(50),
+        "g_per_count": np.float64(1 / 256),
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"subject": np.array(["A"], dtype=object)}, "'subject'"),
+        ({"trial": np.array(["one"])}, "'trial' must be an integer array"),
+        ({"trial": np.array([1.5])}, "'trial' must be an integer array"),
+        ({"is_fall": np.array(["False"])}, "'is_fall' must be a bool array"),
+        ({"is_fall": np.array([0])}, "'is_fall' must be a bool array"),
+    ],
+)
+def test_eval_names_a_bad_key_instead_of_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], words: str
+) -> None:
+    path = tmp_path / "x.npz"
+    np.savez(path, **(_base_recordings() | change), allow_pickle=True)
+    assert main(["eval", "--data", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("carewatch fall eval: ")
+    assert str(path) in err and words in err
+
+
+def test_eval_on_a_damaged_zip_exits_2(
+    small_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, raw in (
+        ("garbage.npz", b"PK\x03\x04 not really a zip file"),
+        ("truncated.npz", small_file.read_bytes()[:-200]),
+    ):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        assert main(["eval", "--data", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("carewatch fall eval: ") and str(path) in err
+
+
 def test_train_quick_writes_a_model_that_eval_uses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
