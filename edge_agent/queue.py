@@ -76,6 +76,8 @@ ROW_OVERHEAD = 48
 SEEN_MAX = 4096
 _SCHEMA_VERSION = 1
 _DROP_CHUNK = 512
+#: Rows rewritten per transaction when untrusted stamps are corrected.
+_CORRECT_CHUNK = 500
 
 JsonState = dict[str, Any]
 
@@ -508,42 +510,58 @@ class QueueStore:
         ``now_ms``, so expiry by age and the oldest age stay right. Returns how many
         were corrected.
         """
-        with self._tx():
-            self._db.execute(
-                "UPDATE events SET queued_ms = MIN(queued_ms + ?, ?)"
-                " WHERE run = ? AND fix IS NOT NULL",
-                (delta_ms, (1 << 62) if now_ms is None else now_ms, self.run_id),
-            )
-            rows = self._db.execute(
-                "SELECT seq, size, payload, fix FROM events WHERE run = ? AND fix IS NOT NULL",
-                (self.run_id,),
-            ).fetchall()
-            updates: list[tuple[bytes, int, int]] = []
-            for seq, size, payload, fix in rows:
-                try:
-                    event = decode_event(bytes(payload))
-                except CarewatchError:
-                    continue
-                event = msgspec.structs.replace(
-                    event,
-                    received=event.received + delta_ms,
-                    time=event.time + delta_ms if fix == 2 else event.time,
-                    clock_ok=True,
+        cap = (1 << 62) if now_ms is None else now_ms
+        corrected = 0
+        last = 0
+        # In chunks, each its own transaction: a full queue holds far more untrusted rows
+        # (payloads plus their re-encoded copies) than a gateway has memory for.
+        while True:
+            with self._tx():
+                rows = self._db.execute(
+                    "SELECT seq, size, payload, fix FROM events"
+                    " WHERE run = ? AND fix IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?",
+                    (self.run_id, last, _CORRECT_CHUNK),
+                ).fetchall()
+                if not rows:
+                    break
+                first, last, full = int(rows[0][0]), int(rows[-1][0]), len(rows) == _CORRECT_CHUNK
+                self._db.execute(
+                    "UPDATE events SET queued_ms = MIN(queued_ms + ?, ?)"
+                    " WHERE run = ? AND fix IS NOT NULL AND seq BETWEEN ? AND ?",
+                    (delta_ms, cap, self.run_id, first, last),
                 )
-                try:
-                    event.checked()
-                except CarewatchError:
-                    continue
-                new = encode_event(event)
-                new_size = len(new) + ROW_OVERHEAD
-                self._bytes += new_size - int(size)
-                updates.append((new, new_size, int(seq)))
-            self._db.executemany(
-                "UPDATE events SET payload = ?, size = ?, run = NULL, fix = NULL WHERE seq = ?",
-                updates,
-            )
-            self._bump({"clock_corrected": len(updates)})
-        return len(updates)
+                updates: list[tuple[bytes, int, int]] = []
+                grown = 0
+                for seq, size, payload, fix in rows:
+                    try:
+                        event = decode_event(bytes(payload))
+                    except CarewatchError:
+                        continue
+                    event = msgspec.structs.replace(
+                        event,
+                        received=event.received + delta_ms,
+                        time=event.time + delta_ms if fix == 2 else event.time,
+                        clock_ok=True,
+                    )
+                    try:
+                        event.checked()
+                    except CarewatchError:
+                        continue
+                    new = encode_event(event)
+                    new_size = len(new) + ROW_OVERHEAD
+                    grown += new_size - int(size)
+                    updates.append((new, new_size, int(seq)))
+                del rows
+                self._db.executemany(
+                    "UPDATE events SET payload = ?, size = ?, run = NULL, fix = NULL WHERE seq = ?",
+                    updates,
+                )
+                self._bump({"clock_corrected": len(updates)})
+            self._bytes += grown  # only once committed
+            corrected += len(updates)
+            if not full:
+                break
+        return corrected
 
     def bump(self, counters: Mapping[str, int]) -> None:
         """Add to persisted counters (outside an append)."""

@@ -314,3 +314,30 @@ async def test_queue_ages_follow_the_agent_clock_on_a_1970_boot(tmp_path, monkey
     assert await q.call(q.store.expire, real_now) == 0
     assert await q.call(q.store.expire, real_now + 3600_000) == 3  # max_age still applies
     await q.close()
+
+
+def test_correct_times_works_in_short_transactions(tmp_path):
+    # A full queue of untrusted rows must not be loaded (and re-encoded) all at once:
+    # the gateway's memory limit is far below the queue cap.
+    q = store(tmp_path)
+    n = 2 * 500 + 7  # chunks of 500 rows
+    untrusted = [
+        Draft(
+            device="d", kind="door", reading="contact", time=T0 + i, received=T0 + i, clock_ok=False
+        )
+        for i in range(n)
+    ]
+    q.append([draft(0), *untrusted[: n // 2], draft(1), *untrusted[n // 2 :]], now_ms=T0)
+    statements: list[str] = []
+    q._db.set_trace_callback(statements.append)
+    assert q.correct_times(1000, now_ms=T0 + 500) == n
+    q._db.set_trace_callback(None)
+    assert statements.count("COMMIT") == 3  # one per chunk of rows
+    events = decode_batch(q.peek(urgent=False, limit=10_000, max_bytes=1 << 30).payload)  # type: ignore[union-attr]
+    assert len(events) == n + 2 and all(e.clock_ok for e in events)
+    fixed = [e for e in events if e.device == "d"]
+    assert [e.received for e in fixed] == [T0 + i + 1000 for i in range(n)]
+    assert q.stats().oldest_ms == T0  # the trusted first row is not shifted
+    assert q._db.execute("SELECT MAX(queued_ms) FROM events").fetchone()[0] == T0 + 500
+    assert q.stats().bytes == q._totals()[0]
+    assert q.counters()["clock_corrected"] == n
