@@ -261,7 +261,7 @@ def default_detectors(
     A section may say ``enabled: false`` to leave a detector out.
     """
     options = options or {}
-    factories: list[tuple[str, Callable[..., Detector[Any]]]] = []
+    factories: list[tuple[str, Callable[..., Detector[Any] | list[Detector[Any]]]]] = []
     from stream.detectors.inactivity import InactivityDetector
     from stream.detectors.noshow import NoShowDetector
     from stream.detectors.operations import operations_detectors
@@ -275,17 +275,24 @@ def default_detectors(
     else:
         factories.append(("alarm", AlarmDetector))
     detectors: list[Detector[Any]] = []
+    factories.append(("operations", operations_detectors))  # last: after the others
     for name, factory in factories:
-        section = dict(options.get(name) or {})
+        raw = options.get(name) or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"must be a mapping of options, got {raw!r}", path=f"detectors.{name}"
+            )
+        section = dict(raw)
         if section.pop("enabled", True) is False:
             continue
         try:
-            detectors.append(factory(**section))
-        except TypeError as exc:
-            raise ConfigError(str(exc), path=f"detectors.{name}") from exc
-    section = dict(options.get("operations") or {})
-    if section.pop("enabled", True) is not False:
-        detectors.extend(operations_detectors(**section))
+            made = factory(**section)
+        except ConfigError:
+            raise  # already names the option
+        except (TypeError, ValueError) as exc:
+            # an unknown option (TypeError) or a bad value, e.g. an invalid severity
+            raise ConfigError(str(exc), path=f"detectors.{name}") from None
+        detectors.extend(made if isinstance(made, list) else [made])
     return detectors
 
 
@@ -656,11 +663,22 @@ def main(argv: list[str]) -> int:
                 loaded = read_events(stream, config, report)
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", file=args.events) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r}: "
+                f"{exc.reason}); save the CSV as UTF-8",
+                file=args.events,
+            ) from None
         except ConfigError as exc:
             raise ConfigError(exc.message, file=args.events, path=exc.path) from None
         apply_placements(config, loaded.placements)
         ctx = config.context()
-        detectors = default_detectors(config.detectors)
+        try:
+            detectors = default_detectors(config.detectors)
+        except ConfigError as exc:
+            if exc.file is not None or not args.config:
+                raise
+            raise ConfigError(exc.message, file=args.config, path=exc.path) from None
     except ConfigError as exc:
         print(f"carewatch replay: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,35 @@ def test_bad_header_and_config_exit_2(tmp_path: Path, capsys: Any) -> None:
     assert code == 2 and "--until" in err
 
 
+def test_a_csv_that_is_not_utf8_exits_2(tmp_path: Path, capsys: Any) -> None:
+    events = tmp_path / "events.csv"
+    events.write_bytes(HEADER.encode() + "2024-03-05T08:00,müller,m1,motion,1,\n".encode("latin-1"))
+    assert main(["--events", str(events)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("carewatch replay: ")
+    assert str(events) in err and "not UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("detectors", "where"),
+    [
+        ("{alarm: {fall_severity: loud}}", "detectors.alarm"),
+        ("{alarm: {no_such_option: 1}}", "detectors.alarm"),
+        ("{inactivity: {quantile: 2}}", "detectors.inactivity"),
+        ("{operations: {occupancy: {no_such_option: 1}}}", "detectors.operations"),
+        ("{operations: {occupancy: {hysteresis: 2}}}", "detectors.operations.occupancy"),
+        ("{operations: {crowds: {}}}", "detectors.operations"),
+    ],
+)
+def test_bad_detector_options_name_the_file_and_key(
+    tmp_path: Path, capsys: Any, detectors: str, where: str
+) -> None:
+    config = f"detectors: {detectors}\n"
+    code, _, err = replay(tmp_path, HEADER, config=config, capsys=capsys)
+    assert code == 2
+    assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}")
+
+
 def test_noshow_and_crowding_from_a_log(tmp_path: Path, capsys: Any) -> None:
     rows = [HEADER]
     # Three weeks of Monday check-ins at 09:00, then a Monday without.
