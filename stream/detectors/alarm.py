@@ -90,6 +90,10 @@ def _default_scorer() -> tuple[Scorer | None, float | None]:
     except Exception as exc:  # a missing or broken model must not stop SOS alerts
         log.warning("fall classifier unavailable, impacts are not scored: %s", exc)
         return None, None
+    # e.g. another scikit-learn release than the one that trained it: operators should
+    # see it in the processor's log, not only in 'carewatch fall info'
+    for note in getattr(classifier, "notes", None) or ():
+        log.warning("fall classifier %s: %s", getattr(classifier, "source", "?"), note)
     threshold = getattr(classifier, "threshold", None)
     scorer = getattr(classifier, "assess", None) or classifier.score
     return scorer, (float(threshold) if threshold is not None else None)

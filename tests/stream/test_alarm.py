@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,6 +228,24 @@ def test_default_scorer_is_the_shipped_fall_classifier() -> None:
     detector = AlarmDetector()
     assert detector.scorer is not None
     assert detector.threshold == classifier.threshold
+
+
+def test_fall_model_notes_are_logged_at_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model trained with another scikit-learn is reported in the processor's log."""
+    from stream.fall import model as fall_model
+
+    try:
+        fall_model.FallClassifier.load()
+    except Exception as exc:
+        pytest.skip(f"no shipped fall model: {exc}")
+    monkeypatch.setattr(fall_model, "installed_sklearn_version", lambda: "0.0.test")
+    with caplog.at_level(logging.WARNING, logger="stream.detectors.alarm"):
+        detector = AlarmDetector()
+    assert detector.scorer is not None
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("0.0.test installed" in r.getMessage() for r in warned), caplog.text
 
 
 @dataclass
