@@ -35,7 +35,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.health import DeviceHealth, Transition, cpu_temperature
 from edge_agent.ingest import Bound, Ingest, SeenMessages
-from edge_agent.queue import EventQueue
+from edge_agent.queue import LAST_ISSUED, EventQueue
 from edge_agent.sources import Source
 from edge_agent.uplink import Uplink
 
@@ -121,7 +121,7 @@ class Agent:
         config: AgentConfig,
         *,
         registry: ProfileRegistry | None = None,
-        clock_factory: Callable[[int | None], Clock] | None = None,
+        clock_factory: Callable[[int | None, int | None], Clock] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry or ProfileRegistry.load(*config.profile_dirs)
@@ -177,11 +177,16 @@ class Agent:
         cfg = self.config
         stored = await queue.call(queue.store.meta, _LAST_TRUSTED)
         last_trusted = int(stored) if stored else None
+        issued = await queue.call(queue.store.meta, LAST_ISSUED)
+        last_issued = int(issued) if issued else None
         if self._clock_factory is not None:
-            self.clock = clock = self._clock_factory(last_trusted)
+            self.clock = clock = self._clock_factory(last_trusted, last_issued)
         else:
             self.clock = clock = Clock(
-                trust=cfg.clock.trust, last_trusted_ms=last_trusted, sync_file=cfg.clock.sync_file
+                trust=cfg.clock.trust,
+                last_trusted_ms=last_trusted,
+                last_issued_ms=last_issued,
+                sync_file=cfg.clock.sync_file,
             )
         # Queue ages are stamped and compared with this clock, never the raw wall clock.
         queue.now_ms = clock.now_ms
@@ -232,9 +237,12 @@ class Agent:
                 await housekeeping
             await queue.flush()
             await self._stop_uplink(uplink_task)
-            if self.clock.trusted:
-                with contextlib.suppress(Exception):
-                    await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(self.clock.now_ms()))
+            with contextlib.suppress(Exception):
+                stamp = self.clock.now()
+                # the next run continues from here even if NTP stays unreachable
+                await queue.call(queue.store.set_meta, LAST_ISSUED, str(stamp.ms))
+                if stamp.ok:
+                    await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(stamp.ms))
 
     async def _stop_uplink(self, task: asyncio.Task[None]) -> None:
         assert self.uplink is not None
@@ -381,9 +389,11 @@ class Agent:
                     if n:
                         log.info("clock: corrected %d queued events by %+d ms", n, delta)
                 now = time.monotonic()
-                if stamp.ok and now - last_persist > 60:
+                if now - last_persist > 60:
                     last_persist = now
-                    await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(stamp.ms))
+                    await queue.call(queue.store.set_meta, LAST_ISSUED, str(stamp.ms))
+                    if stamp.ok:
+                        await queue.call(queue.store.set_meta, _LAST_TRUSTED, str(stamp.ms))
                 if now - last_expire > 60:
                     last_expire = now
                     n = await queue.call(queue.store.expire, stamp.ms)

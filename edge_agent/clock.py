@@ -14,10 +14,12 @@ Rules (:class:`Clock`):
   with a battery-backed RTC (only the floor and the persisted time are checked);
   ``never`` for tests.
 - **Untrusted** stamps are estimated from the monotonic clock: the last trusted time
-  (persisted by the agent, else the floor) plus the time elapsed since start. The
+  (persisted by the agent, else the floor) or, when later, the last stamp the previous
+  run issued (also persisted), plus the time elapsed since start. The
   estimate never runs ahead of the real time, so the jump at synchronization is forward.
   Such Events carry ``clock_ok=False``.
-- **Never backwards:** every stamp is >= the previous one, whatever the wall clock does.
+- **Never backwards:** every stamp is >= the previous one, whatever the wall clock does,
+  across a restart too (given the last issued stamp).
 - **Correction:** when the clock becomes trusted, :attr:`Clock.correction_ms` gives the
   offset between the estimate and the real time for this run; the agent rewrites the
   still-queued untrusted Events of this run with corrected times (see
@@ -102,6 +104,7 @@ class Clock:
         trust: str = "auto",
         sync_probe: Callable[[], bool] | None = None,
         last_trusted_ms: int | None = None,
+        last_issued_ms: int | None = None,
         floor_ms: int = BUILD_FLOOR_MS,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
@@ -115,8 +118,10 @@ class Clock:
         self._mono = mono
         self.floor_ms = floor_ms
         self.last_trusted_ms = max(floor_ms, last_trusted_ms or 0)
-        # The anchor of untrusted estimates: a time known to have passed, and when.
-        self._anchor_ms = self.last_trusted_ms
+        # The anchor of untrusted estimates: a time known to have passed, and when. The
+        # previous run may have estimated past the last trusted time (NTP unreachable):
+        # starting from there keeps stamps from going backwards across a restart.
+        self._anchor_ms = max(self.last_trusted_ms, last_issued_ms or 0)
         self._anchor_mono = mono()
         self._last_issued = 0
         self._synced = False

@@ -75,6 +75,8 @@ ROW_OVERHEAD = 48
 #: How many stored site messages are remembered to recognize redeliveries.
 SEEN_MAX = 4096
 _SCHEMA_VERSION = 1
+#: ``meta`` key of the agent clock's stamp at the last commit (see :meth:`QueueStore.append`).
+LAST_ISSUED = "clock.last_issued_ms"
 _DROP_CHUNK = 512
 #: Rows rewritten per transaction when untrusted stamps are corrected.
 _CORRECT_CHUNK = 500
@@ -317,7 +319,10 @@ class QueueStore:
         ``states`` (device -> codec state), ``counters`` (name -> increment),
         ``quarantine`` entries and ``seen`` (digests of the site messages these events
         came from, see :meth:`seen_digests`) are written in the same transaction, so
-        they are exactly as durable as the Events derived alongside them.
+        they are exactly as durable as the Events derived alongside them. A given
+        ``now_ms`` (the agent clock's stamp, later than every stamp of these events) is
+        kept as ``meta`` :data:`LAST_ISSUED`, so the next run's clock never stamps an
+        event earlier than one already stored.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         events: list[Event] = []
@@ -384,6 +389,8 @@ class QueueStore:
                 events = [e for e in events if e.seq not in evicted]
             if seq != self._next_seq:
                 self._set_meta("next_seq", str(seq))
+            if now_ms is not None:
+                self._set_meta(LAST_ISSUED, str(now_ms))
             if states:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO device_state (device, state) VALUES (?, ?)",

@@ -256,3 +256,22 @@ async def test_a_broken_config_on_reload_is_refused(tmp_path, mosquitto, topic_p
         await sim.open_door()  # still reading with the old config
         await col.wait_for(lambda c: any(e.reading == "contact" for e in c.events))
     assert all(e.gateway == "gw-1" for e in col.events)
+
+
+async def test_untrusted_stamps_never_go_backwards_across_a_restart(
+    tmp_path, mosquitto, topic_prefix
+):
+    # NTP unreachable across a restart: the second run continues from the last stamp
+    # the first one issued, not from the older last trusted time.
+    cfg = write_config(
+        tmp_path, central=mosquitto, root=f"{topic_prefix}/carewatch/v1", clock={"trust": "never"}
+    )
+    async with running_agent(cfg) as agent:
+        assert agent.clock is not None
+        await asyncio.sleep(1.5)
+        first = agent.clock.now()
+        assert not first.ok
+    async with running_agent(cfg) as agent:
+        assert agent.clock is not None
+        second = agent.clock.now()
+    assert second.ms > first.ms

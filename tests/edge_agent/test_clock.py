@@ -97,3 +97,19 @@ def test_probe_errors_mean_untrusted():
 
 def test_kernel_probe_answers_or_says_unknown():
     assert kernel_synchronized() in (True, False, None)
+
+
+def test_a_restart_without_ntp_continues_from_the_last_issued_stamp():
+    t = FakeTime(wall_ms=5_000)  # a Pi without RTC, NTP unreachable
+    last = REAL - 3_600_000
+    c = make(t, last_trusted_ms=last)
+    t.advance(600)  # ten minutes of untrusted stamps
+    issued = c.now_ms()
+    assert issued == last + 600_000
+    # the restart: the next run must not stamp earlier than the previous run did
+    t2 = FakeTime(wall_ms=5_000)
+    c2 = make(t2, last_trusted_ms=last, last_issued_ms=issued)
+    s = c2.now()
+    assert not s.ok and s.ms == issued
+    t2.advance(1)
+    assert c2.now_ms() == issued + 1000
