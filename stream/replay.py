@@ -708,6 +708,8 @@ def main(argv: list[str]) -> int:
         if loaded.events:
             runner.seed(loaded.events[0].time, config.sites, config.residents)
         for event in loaded.events:
+            if until is not None and event.time > until:
+                break  # --until stops the replay there, even before the log ends
             emit(runner.feed(event))
         end = until if until is not None else runner.now
         if end is not None:

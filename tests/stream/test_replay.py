@@ -277,3 +277,18 @@ def test_gateway_rows_become_status_events(tmp_path: Path, capsys: Any, value: s
     kinds = sorted(a["kind"] for a in lines)
     # Offline: the gateway alert, and no inactivity alarm (the resident is unknown).
     assert kinds == (["inactivity"] if value == "1" else ["gateway_offline"])
+
+
+def test_until_before_the_last_event_stops_the_replay_there(tmp_path: Path, capsys: Any) -> None:
+    csv_text = HEADER + (
+        "2024-03-05T10:10:00,r1,pir-1,motion,1,kitchen\n2024-03-05T22:00:00,r1,button-1,button,1,\n"
+    )
+    config = "site: home-7\ntimezone: Asia/Shanghai\n"
+    code, lines, _ = replay(tmp_path, csv_text, config=config, capsys=capsys)
+    # The silence from 10:10 is judged on the way (16:10), then the press at 22:00.
+    assert code == 0 and [a["kind"] for a in lines] == ["inactivity", "emergency"]
+    code, lines, _ = replay(
+        tmp_path, csv_text, "--until", "2024-03-05T20:00", config=config, capsys=capsys
+    )
+    # Judged up to 20:00 only: the silence, not the press after it.
+    assert code == 0 and [a["kind"] for a in lines] == ["inactivity"]
