@@ -43,14 +43,20 @@ _LOG_FIRST = 5
 _LOG_EVERY = 100
 
 
-def message_digest(topic: str, payload: bytes) -> int:
-    """A 64-bit signed digest of a site message (fits an SQLite INTEGER)."""
-    h = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=8).digest()
+def message_digest(topic: str, payload: bytes, mid: int | None = None) -> int:
+    """A 64-bit signed digest of a site message (fits an SQLite INTEGER).
+
+    With ``mid`` (the QoS 1 packet id the site broker gave it) the digest names one
+    delivery: a redelivery keeps its packet id, while a new message with the same bytes
+    (Zigbee2MQTT payloads carry no counter) gets another one.
+    """
+    prefix = b"" if mid is None else mid.to_bytes(4, "big") + b"\0"
+    h = hashlib.blake2b(prefix + topic.encode() + b"\0" + payload, digest_size=8).digest()
     return int.from_bytes(h, "big", signed=True)
 
 
 class SeenMessages:
-    """The newest stored site messages (digests), to recognize a broker's redelivery."""
+    """Stored site messages not yet acknowledged (digests), to recognize a redelivery."""
 
     def __init__(self, digests: Iterable[int] = (), cap: int = SEEN_MAX) -> None:
         self._order: deque[int] = deque(maxlen=cap)
@@ -66,6 +72,12 @@ class SeenMessages:
             self._set.discard(self._order[0])
         self._order.append(digest)
         self._set.add(digest)
+
+    def discard(self, digest: int) -> None:
+        """Forget a message (its PUBACK went out: the broker will not redeliver it)."""
+        if digest in self._set:
+            self._set.discard(digest)
+            self._order.remove(digest)
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._set

@@ -1,0 +1,60 @@
+"""Which DUP redeliveries from a site broker the MQTT source skips.
+
+Only a message that was stored but whose PUBACK may not have gone out is a redelivery
+to skip; a new message with the same bytes (Zigbee2MQTT payloads carry no counter)
+must be stored again, even when the broker flags it DUP after a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.ingest import SeenMessages, message_digest
+from edge_agent.queue import EventQueue
+from edge_agent.sources.mqtt import _acker
+
+DOOR = b'{"contact":true,"battery":97}'
+
+
+class Paho:
+    """Records PUBACKs; ``fail`` makes them raise (the connection is gone)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.acked: list[int] = []
+        self.fail = fail
+
+    def ack(self, mid: int, qos: int) -> Any:
+        if self.fail:
+            raise OSError("connection lost")
+        self.acked.append(mid)
+        return 0
+
+
+def test_digest_names_one_delivery_not_the_bytes() -> None:
+    a = message_digest("z2m/door", DOOR, 7)
+    assert a == message_digest("z2m/door", DOOR, 7)  # the redelivery keeps its packet id
+    assert a != message_digest("z2m/door", DOOR, 8)  # a new message with the same bytes
+
+
+async def test_acknowledged_messages_are_forgotten_unacknowledged_kept(tmp_path) -> None:
+    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1")
+    seen = SeenMessages()
+    first, second = message_digest("z2m/door", DOOR, 1), message_digest("z2m/door", DOOR, 2)
+
+    # stored and acknowledged: a later DUP with these bytes is a new message, not skipped
+    fut = q.submit([], seen=[first])
+    fut.add_done_callback(_acker(Paho(), [(1, 1, first)], seen, q))
+    await fut
+    await q.flush()
+    assert first not in seen
+    assert await q.call(q.store.seen_digests) == []
+
+    # stored, PUBACK lost: its redelivery (same packet id and bytes) is recognized,
+    # also by the next run, which reads the digests back from disk
+    fut = q.submit([], seen=[second])
+    fut.add_done_callback(_acker(Paho(fail=True), [(2, 1, second)], seen, q))
+    await fut
+    await q.flush()
+    assert second in seen
+    assert await q.call(q.store.seen_digests) == [second]
+    await q.close()
