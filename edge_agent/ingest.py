@@ -56,7 +56,7 @@ def message_digest(topic: str, payload: bytes, mid: int | None = None) -> int:
 
 
 class SeenMessages:
-    """Stored site messages not yet acknowledged (digests), to recognize a redelivery."""
+    """The newest stored site messages (digests), to recognize a broker's redelivery."""
 
     def __init__(self, digests: Iterable[int] = (), cap: int = SEEN_MAX) -> None:
         self._order: deque[int] = deque(maxlen=cap)
@@ -72,12 +72,6 @@ class SeenMessages:
             self._set.discard(self._order[0])
         self._order.append(digest)
         self._set.add(digest)
-
-    def discard(self, digest: int) -> None:
-        """Forget a message (its PUBACK went out: the broker will not redeliver it)."""
-        if digest in self._set:
-            self._set.discard(digest)
-            self._order.remove(digest)
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._set

@@ -313,15 +313,13 @@ class QueueStore:
         quarantine: Sequence[QuarantineEntry] = (),
         now_ms: int | None = None,
         seen: Sequence[int] = (),
-        acked: Sequence[int] = (),
     ) -> AppendResult:
         """Store drafts as Events with the next seqs, in ONE transaction.
 
         ``states`` (device -> codec state), ``counters`` (name -> increment),
         ``quarantine`` entries and ``seen`` (digests of the site messages these events
         came from, see :meth:`seen_digests`) are written in the same transaction, so
-        they are exactly as durable as the Events derived alongside them; ``acked``
-        digests (messages whose PUBACK went out) are forgotten. A given
+        they are exactly as durable as the Events derived alongside them. A given
         ``now_ms`` (the agent clock's stamp, later than every stamp of these events) is
         kept as ``meta`` :data:`LAST_ISSUED`, so the next run's clock never stamps an
         event earlier than one already stored.
@@ -411,10 +409,6 @@ class QueueStore:
                 self._db.execute(
                     "DELETE FROM seen_messages WHERE id <= (SELECT MAX(id) FROM seen_messages) - ?",
                     (SEEN_MAX,),
-                )
-            if acked:
-                self._db.executemany(
-                    "DELETE FROM seen_messages WHERE digest = ?", [(d,) for d in acked]
                 )
         self._next_seq = seq
         return AppendResult(events, rejected, dropped)
@@ -653,13 +647,12 @@ class QueueStore:
         return out
 
     def seen_digests(self) -> list[int]:
-        """Digests (packet id + bytes) of stored site messages not yet acknowledged.
+        """Digests (packet id + bytes) of the newest stored site messages, oldest first.
 
         A site broker delivers a QoS 1 message again (flagged DUP, same packet id) when
         it did not get the PUBACK, e.g. when the agent died between storing the events
         and sending it; the MQTT source drops such a message when its digest is here.
-        A digest is removed once its PUBACK went out, so a new message with the same
-        bytes (and a reused packet id) is never mistaken for a redelivery.
+        A new message with the same bytes gets another packet id, so it is not.
         """
         return [int(d) for (d,) in self._db.execute("SELECT digest FROM seen_messages ORDER BY id")]
 
@@ -716,7 +709,6 @@ class _Pending:
     quarantine: list[QuarantineEntry]
     future: asyncio.Future[AppendResult]
     seen: list[int]
-    acked: list[int]
 
 
 class EventQueue:
@@ -785,8 +777,6 @@ class EventQueue:
         counters: Mapping[str, int] | None = None,
         quarantine: Sequence[QuarantineEntry] = (),
         seen: Sequence[int] = (),
-        *,
-        acked: Sequence[int] = (),
     ) -> asyncio.Future[AppendResult]:
         """Queue drafts for the next group commit; the future resolves once on disk.
 
@@ -798,7 +788,7 @@ class EventQueue:
         p = self._pending
         if p is None:
             fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-            p = self._pending = _Pending([], {}, {}, [], fut, [], [])
+            p = self._pending = _Pending([], {}, {}, [], fut, [])
         p.drafts.extend(drafts)
         if states:
             p.states.update(states)
@@ -809,8 +799,6 @@ class EventQueue:
             p.quarantine.extend(quarantine)
         if seen:
             p.seen.extend(seen)
-        if acked:
-            p.acked.extend(acked)
         self._pending_count += len(drafts)
         if self._pending_count >= self._max_pending:
             self._room.clear()
@@ -848,7 +836,6 @@ class EventQueue:
                         counters=batch.counters,
                         quarantine=batch.quarantine,
                         seen=batch.seen,
-                        acked=batch.acked,
                         now_ms=now_ms,
                     )
                 )

@@ -12,11 +12,12 @@ and acknowledges a QoS 1 message only after the Events it produced are on disk, 
 message the agent had not stored when it died is delivered again by the local broker.
 A redelivery (DUP flag) of a message that *was* stored (the agent died, or the
 connection was taken over, between the commit and the PUBACK) is recognized by its
-digest of packet id and bytes, kept with the events in the same transaction and
-forgotten once the PUBACK went out, and skipped (counted as
+digest of packet id and bytes, kept with the events in the same transaction (the
+newest 4096), and skipped (counted as
 ``site_redeliveries_skipped``), so it does not become a second Event with a new seq. A
 DUP message whose digest is not there was never stored and is handled normally, even
-when its bytes equal an earlier message's (a door reporting the same state again).
+when its bytes equal an earlier message's (a door reporting the same state again: the
+broker gave that new message another packet id).
 A local broker restart ends the session with an error; the agent reconnects with
 backoff and the other sources keep running.
 """
@@ -24,7 +25,6 @@ backoff and the other sources keep running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import string
 from collections.abc import Sequence
@@ -37,7 +37,7 @@ from device_profiles.errors import CarewatchError, DecodeError
 from device_profiles.topics import matches
 from edge_agent.config import BrokerConfig
 from edge_agent.ingest import Bound, Ingest, SeenMessages, message_digest
-from edge_agent.queue import AppendResult, EventQueue, QueueError
+from edge_agent.queue import AppendResult
 from edge_agent.sources import Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -155,20 +155,17 @@ class MqttSource(Source):
                                 dup_mids.discard(message.mid)
                                 if digest in seen:  # stored before the PUBACK got lost
                                     self.redeliveries += 1
-                                    seen.discard(digest)
-                                    paho.ack(message.mid, message.qos)
                                     self.ingest.queue.submit(
-                                        [],
-                                        counters={"site_redeliveries_skipped": 1},
-                                        acked=[digest],
+                                        [], counters={"site_redeliveries_skipped": 1}
                                     )
+                                    paho.ack(message.mid, message.qos)
                                     message = _next(pending)
                                     continue
                             fut = self.handle(topic, payload, message.retain)
                             self.ingest.queue.submit([], seen=[digest])  # same commit
                             if fut is not acks_for:  # a new group commit: a new ack list
                                 acks, acks_for = [], fut
-                                fut.add_done_callback(_acker(paho, acks, seen, self.ingest.queue))
+                                fut.add_done_callback(_acker(paho, acks, seen))
                             acks.append((message.mid, message.qos, digest))
                         n += 1
                         if n % 256 == 0:  # let the writer and the uplink run
@@ -186,7 +183,7 @@ class MqttSource(Source):
                     # Its done-callback may still be scheduled: ack now (it then finds
                     # nothing left to do), before the disconnect is queued.
                     if acks_for.done():
-                        _acker(paho, acks, seen, self.ingest.queue)(acks_for)
+                        _acker(paho, acks, seen)(acks_for)
 
     def handle(
         self, topic: str, payload: Any, retain: bool = False
@@ -249,13 +246,13 @@ def _next(pending: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Message | None:
         return None
 
 
-def _acker(
-    paho: Any, acks: list[tuple[int, int, int]], seen: SeenMessages, queue: EventQueue
-) -> Any:
+def _acker(paho: Any, acks: list[tuple[int, int, int]], seen: SeenMessages) -> Any:
     """A done-callback acknowledging ``acks`` once their commit succeeded (once).
 
-    The digests stay in ``seen`` (and on disk) only while the PUBACK may not have gone
-    out; the acknowledged ones are forgotten in the next commit.
+    The digests stay in ``seen`` (and on disk, capped) after the PUBACK: a PUBACK
+    handed to paho may still never reach the broker (a reload or takeover closes the
+    connection first), and only a digest of packet id and bytes is kept, so a new
+    message with the same bytes, which gets another packet id, is not mistaken for it.
     """
 
     def ack(fut: asyncio.Future[AppendResult]) -> None:
@@ -265,18 +262,12 @@ def _acker(
         acks.clear()
         for _, _, digest in done:
             seen.add(digest)
-        sent: list[int] = []
-        for mid, qos, digest in done:
+        for mid, qos, _ in done:
             try:
                 paho.ack(mid, qos)
             except Exception:  # connection gone: the broker redelivers
                 log.debug("ack of message %d failed", mid)
-                break
-            seen.discard(digest)
-            sent.append(digest)
-        if sent:
-            with contextlib.suppress(QueueError):  # closing: they expire by the cap
-                queue.submit([], acked=sent)
+                return
 
     return ack
 
