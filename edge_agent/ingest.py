@@ -11,6 +11,7 @@ it never stops a source.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -113,6 +114,9 @@ class Ingest:
         self.health = health
         self.registry = registry
         self.states: dict[str, JsonState] = dict(states or {})
+        #: Each device's codec state as of its last successful commit: restored when a
+        #: commit fails, since the failed one's state never reached the disk.
+        self._committed: dict[str, JsonState] = dict(states or {})
         self.on_transition = on_transition
         self.devices: dict[str, Bound] = {}
         self._fault_counts: dict[tuple[str, str], int] = {}
@@ -192,9 +196,23 @@ class Ingest:
             counters=counters,
             quarantine=quarantine,
         )
+        if changed:
+            fut.add_done_callback(functools.partial(self._settled, dev.id, state))
         if transition is not None and self.on_transition is not None:
             self.on_transition(transition)
         return fut
+
+    def _settled(self, device: str, state: JsonState, fut: asyncio.Future[AppendResult]) -> None:
+        """Keep a device's codec state in step with what its commit made durable."""
+        if not fut.cancelled() and fut.exception() is None:
+            self._committed[device] = state
+            return
+        # Not stored: the readings come again (a site broker redelivers what was not
+        # acknowledged), so track() must start from the last stored state.
+        if device in self._committed:
+            self.states[device] = self._committed[device]
+        else:
+            self.states.pop(device, None)
 
     def _draft(self, device: Bound, r: Reading, stamp: Stamp, counters: dict[str, int]) -> Draft:
         dev = device.config

@@ -281,7 +281,15 @@ class QueueStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            # A COMMIT failing on I/O or a full disk may leave the transaction open:
+            # end it, or every later write would fail ("transaction within a transaction").
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -324,6 +332,34 @@ class QueueStore:
         kept as ``meta`` :data:`LAST_ISSUED`, so the next run's clock never stamps an
         event earlier than one already stored.
         """
+        try:
+            return self._append(drafts, states, counters, quarantine, now_ms, seen)
+        except BaseException:
+            # Rolled back: the in-memory totals counted rows that are not there.
+            try:
+                self._bytes, self._depth, self._urgent = self._totals()
+            except sqlite3.Error:
+                log.error("queue: cannot recount %s after a failed commit", self.path)
+            raise
+
+    def note_commit_failed(self, events: int) -> None:
+        """Count a failed commit and its lost events, in a transaction of their own
+        (the failed one's counters were rolled back with it); log if even that fails."""
+        try:
+            with self._tx():
+                self._bump({"commit_failed": 1, "commit_failed_events": events})
+        except sqlite3.Error as exc:
+            log.error("queue: cannot count a failed commit (%d events): %s", events, exc)
+
+    def _append(  # noqa: PLR0917 (the arguments of append, in order)
+        self,
+        drafts: Sequence[Draft],
+        states: Mapping[str, JsonState] | None,
+        counters: Mapping[str, int] | None,
+        quarantine: Sequence[QuarantineEntry],
+        now_ms: int | None,
+        seen: Sequence[int],
+    ) -> AppendResult:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         events: list[Event] = []
         rejected: list[Rejected] = []
@@ -841,6 +877,7 @@ class EventQueue:
                 )
             except Exception as exc:  # disk full, I/O error: tell every waiter
                 log.error("queue: commit of %d events failed: %s", len(batch.drafts), exc)
+                await self.call(self.store.note_commit_failed, len(batch.drafts))
                 if not batch.future.done():
                     batch.future.set_exception(QueueError(f"commit failed: {exc}"))
                     batch.future.exception()  # retrieved: waiters may be gone

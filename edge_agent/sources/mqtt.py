@@ -25,6 +25,7 @@ backoff and the other sources keep running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import string
 from collections.abc import Sequence
@@ -139,8 +140,9 @@ class MqttSource(Source):
             gate = _ReadGate(client, pending)
             acks: list[tuple[int, int, int]] = []
             acks_for: asyncio.Future[AppendResult] | None = None
+            failed: list[BaseException] = []
             try:
-                async for first in client.messages:
+                async for first in _until_failed(client, failed):
                     await self.ingest.queue.wait_for_room()  # backpressure from the disk
                     message: aiomqtt.Message | None = first
                     n = 0
@@ -165,7 +167,7 @@ class MqttSource(Source):
                             self.ingest.queue.submit([], seen=[digest])  # same commit
                             if fut is not acks_for:  # a new group commit: a new ack list
                                 acks, acks_for = [], fut
-                                fut.add_done_callback(_acker(paho, acks, seen))
+                                fut.add_done_callback(_acker(paho, acks, seen, failed))
                             acks.append((message.mid, message.qos, digest))
                         n += 1
                         if n % 256 == 0:  # let the writer and the uplink run
@@ -183,7 +185,7 @@ class MqttSource(Source):
                     # Its done-callback may still be scheduled: ack now (it then finds
                     # nothing left to do), before the disconnect is queued.
                     if acks_for.done():
-                        _acker(paho, acks, seen)(acks_for)
+                        _acker(paho, acks, seen, failed)(acks_for)
 
     def handle(
         self, topic: str, payload: Any, retain: bool = False
@@ -246,18 +248,49 @@ def _next(pending: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Message | None:
         return None
 
 
-def _acker(paho: Any, acks: list[tuple[int, int, int]], seen: SeenMessages) -> Any:
+async def _until_failed(client: aiomqtt.Client, failed: list[BaseException]) -> Any:
+    """``client.messages``, ending in :class:`SourceError` once a commit failed."""
+    try:
+        async for message in client.messages:
+            if failed:
+                break
+            yield message
+    except aiomqtt.MqttError as exc:
+        if not failed:
+            raise
+        raise SourceError(f"commit failed: {failed[0]}") from exc
+    if failed:
+        raise SourceError(f"commit failed: {failed[0]}")
+
+
+def _acker(
+    paho: Any,
+    acks: list[tuple[int, int, int]],
+    seen: SeenMessages,
+    failed: list[BaseException] | None = None,
+) -> Any:
     """A done-callback acknowledging ``acks`` once their commit succeeded (once).
 
     The digests stay in ``seen`` (and on disk, capped) after the PUBACK: a PUBACK
     handed to paho may still never reach the broker (a reload or takeover closes the
     connection first), and only a digest of packet id and bytes is kept, so a new
     message with the same bytes, which gets another packet id, is not mistaken for it.
+    When the commit failed nothing is acknowledged and the connection is dropped
+    (noted in ``failed``): the source reconnects and the site broker delivers the
+    messages again, instead of its in-flight window filling up with messages this
+    session will never acknowledge.
     """
 
     def ack(fut: asyncio.Future[AppendResult]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return  # not stored: let the broker deliver them again
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:  # not stored: let the broker deliver them again
+            if failed is not None and not failed:
+                failed.append(exc)
+                with contextlib.suppress(Exception):
+                    paho.disconnect()  # ends the message loop; the session is kept
+            return
         done = list(acks)
         acks.clear()
         for _, _, digest in done:
