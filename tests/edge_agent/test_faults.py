@@ -144,10 +144,16 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
         await press(5)
         for n in range(120):
             await produce(sim, n)
-        await asyncio.sleep(0.3)
-        await agent.queue.flush()
-        stats = await agent.queue.stats()
-        assert stats.counters.get("dropped_full_telemetry", 0) > 0
+        # Wait (bounded) until the messages reached the queue and it had to drop some: a
+        # loaded machine may take longer than any fixed pause.
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            await agent.queue.flush()
+            stats = await agent.queue.stats()
+            if stats.counters.get("dropped_full_telemetry", 0) > 0:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the full queue dropped nothing"
+            await asyncio.sleep(0.05)
         assert stats.bytes <= 16000
         await press(3)  # make room by dropping the oldest telemetry, never an alarm
         stats = await agent.queue.stats()
