@@ -9,6 +9,7 @@ import pytest
 from device_profiles.profiles import ProfileRegistry
 from simulators.zigbee import Zigbee2MqttSimulator
 from tests.edge_agent.helpers import REPO, Collector, running_agent, write_config
+from tests.harness.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +25,12 @@ def door(i: int, prefix: str) -> dict[str, object]:
     }
 
 
-
 async def logged(caplog: pytest.LogCaptureFixture, *texts: str) -> None:
     """Wait (at most 15 s) until every text was logged: a fixed pause may be too short."""
-    async with asyncio.timeout(15):
-        while not all(t in caplog.text for t in texts):
-            await asyncio.sleep(0.05)
+    await async_wait_for(
+        lambda: all(t in caplog.text for t in texts), timeout=15, message=f"logged {texts}"
+    )
+
 
 async def test_doors_flow_to_the_central_broker_in_seq_order(tmp_path, mosquitto, topic_prefix):
     root = f"{topic_prefix}/carewatch/v1"
