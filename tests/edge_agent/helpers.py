@@ -19,8 +19,10 @@ import msgspec
 import yaml
 
 from device_profiles.events import Event, decode_batch
+from device_profiles.profiles import ProfileRegistry
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
+from simulators.zigbee import Zigbee2MqttSimulator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -224,3 +226,17 @@ class AgentProcess:
     def log(self) -> str:
         """What the agent logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def z2m_door(
+    broker: Any, prefix: str, device: str = "door-1", friendly_name: str = "hall"
+) -> Zigbee2MqttSimulator:
+    """A simulated Aqara door magnet publishing under ``{prefix}/z2m`` on ``broker``."""
+    return Zigbee2MqttSimulator(
+        ProfileRegistry.load().get("aqara-mccgq11lm"),
+        device,
+        friendly_name=friendly_name,
+        base_topic=f"{prefix}/z2m",
+        host=broker.host,
+        port=broker.port,
+    )

@@ -7,8 +7,7 @@ import asyncio
 import pytest
 
 from device_profiles.profiles import ProfileRegistry
-from simulators.zigbee import Zigbee2MqttSimulator
-from tests.edge_agent.helpers import REPO, Collector, running_agent, write_config
+from tests.edge_agent.helpers import REPO, Collector, running_agent, write_config, z2m_door
 from tests.harness.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,17 +40,7 @@ async def test_doors_flow_to_the_central_broker_in_seq_order(tmp_path, mosquitto
         root=root,
         devices=[door(1, topic_prefix), door(2, topic_prefix)],
     )
-    sims = [
-        Zigbee2MqttSimulator(
-            REGISTRY.get("aqara-mccgq11lm"),
-            f"door-{i}",
-            friendly_name=f"flat{i}_door",
-            base_topic=f"{topic_prefix}/z2m",
-            host=mosquitto.host,
-            port=mosquitto.port,
-        )
-        for i in (1, 2)
-    ]
+    sims = [z2m_door(mosquitto, topic_prefix, f"door-{i}", f"flat{i}_door") for i in (1, 2)]
     async with Collector(mosquitto, root) as col, running_agent(cfg) as agent:
         for sim in sims:
             await sim.start()
@@ -91,14 +80,7 @@ async def test_garbage_is_counted_quarantined_and_the_rest_flows(tmp_path, mosqu
         root=root,
         devices=[door(1, topic_prefix)],
     )
-    sim = Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-1",
-        friendly_name="flat1_door",
-        base_topic=f"{topic_prefix}/z2m",
-        host=mosquitto.host,
-        port=mosquitto.port,
-    )
+    sim = z2m_door(mosquitto, topic_prefix, "door-1", "flat1_door")
     async with Collector(mosquitto, root) as col, running_agent(cfg) as agent, sim:
         await sim.inject("garbage")
         await sim.inject("wrong_type")
@@ -132,14 +114,7 @@ async def test_untrusted_clock_marks_events_and_never_goes_backwards(
         devices=[door(1, topic_prefix)],
         clock={"trust": "never"},  # as if NTP never answered
     )
-    sim = Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-1",
-        friendly_name="flat1_door",
-        base_topic=f"{topic_prefix}/z2m",
-        host=mosquitto.host,
-        port=mosquitto.port,
-    )
+    sim = z2m_door(mosquitto, topic_prefix, "door-1", "flat1_door")
     async with Collector(mosquitto, root) as col, running_agent(cfg), sim:
         for _ in range(5):
             await sim.open_door()
@@ -223,14 +198,7 @@ async def test_a_broken_config_on_reload_is_refused(tmp_path, mosquitto, topic_p
         root=root,
         devices=[door(1, topic_prefix)],
     )
-    sim = Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-1",
-        friendly_name="flat1_door",
-        base_topic=f"{topic_prefix}/z2m",
-        host=mosquitto.host,
-        port=mosquitto.port,
-    )
+    sim = z2m_door(mosquitto, topic_prefix, "door-1", "flat1_door")
     async with Collector(mosquitto, root) as col, running_agent(cfg) as agent, sim:
         good = cfg.read_text()
         cfg.write_text(good.replace("profile: aqara-mccgq11lm", "profile: no-such-door"))

@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from device_profiles.events import Event
-from device_profiles.profiles import ProfileRegistry
 from edge_agent.queue import Draft
 from simulators.zigbee import Zigbee2MqttSimulator
-from tests.edge_agent.helpers import AgentProcess, Collector, running_agent, write_config
+from tests.edge_agent.helpers import AgentProcess, Collector, running_agent, write_config, z2m_door
 
 pytestmark = pytest.mark.integration
-
-REGISTRY = ProfileRegistry.load()
 
 
 def door_config(prefix: str) -> dict[str, object]:
@@ -29,17 +26,6 @@ def door_config(prefix: str) -> dict[str, object]:
         "profile": "aqara-mccgq11lm",
         "mqtt": {"address": "hall", "base_topic": f"{prefix}/z2m"},
     }
-
-
-def door_sim(prefix: str, site: object) -> Zigbee2MqttSimulator:
-    return Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-1",
-        friendly_name="hall",
-        base_topic=f"{prefix}/z2m",
-        host=site.host,  # type: ignore[attr-defined]
-        port=site.port,  # type: ignore[attr-defined]
-    )
 
 
 async def produce(sim: Zigbee2MqttSimulator, n: int) -> None:
@@ -82,7 +68,7 @@ async def test_central_outage_loses_nothing_and_keeps_seq_order(
     async with (
         Collector(central, root) as col,
         running_agent(cfg) as agent,
-        door_sim(topic_prefix, mosquitto) as sim,
+        z2m_door(mosquitto, topic_prefix) as sim,
     ):
         for n in range(40):
             await produce(sim, n)
@@ -123,7 +109,7 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
     await asyncio.to_thread(central.stop)  # the uplink is down while the queue fills
     async with (
         running_agent(cfg) as agent,
-        door_sim(topic_prefix, mosquitto) as sim,
+        z2m_door(mosquitto, topic_prefix) as sim,
     ):
         assert agent.queue is not None and agent.clock is not None
 
@@ -193,7 +179,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
         log_level="INFO",
     )
     agent = AgentProcess(cfg, tmp_path / "agent.log")
-    async with Collector(central, root) as col, door_sim(topic_prefix, mosquitto) as sim:
+    async with Collector(central, root) as col, z2m_door(mosquitto, topic_prefix) as sim:
         agent.start()
         try:
             await col.wait_for(lambda c: c.sources_up(), what="agent subscribed", limit_s=30)
@@ -248,15 +234,8 @@ async def test_sighup_reload_neither_loses_nor_resends(
         log_level="INFO",
     )
     agent = AgentProcess(cfg, tmp_path / "agent.log")
-    porch = Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-2",
-        friendly_name="porch",
-        base_topic=f"{topic_prefix}/z2m",
-        host=mosquitto.host,
-        port=mosquitto.port,
-    )
-    async with Collector(central, root) as col, door_sim(topic_prefix, mosquitto) as sim:
+    porch = z2m_door(mosquitto, topic_prefix, "door-2", "porch")
+    async with Collector(central, root) as col, z2m_door(mosquitto, topic_prefix) as sim:
         agent.start()
         try:
             await col.wait_for(lambda c: c.sources_up(), what="agent subscribed", limit_s=30)
@@ -320,7 +299,7 @@ async def test_reload_with_new_uplink_settings_resends_nothing(
     async with (
         Collector(central, root) as col,
         running_agent(cfg) as agent,
-        door_sim(topic_prefix, mosquitto) as sim,
+        z2m_door(mosquitto, topic_prefix) as sim,
     ):
         first = agent.uplink
         for n in range(100):

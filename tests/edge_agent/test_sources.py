@@ -16,7 +16,7 @@ from device_profiles.profiles import ProfileRegistry, builtin_profile_dir
 from simulators.footfall_modbus import FootfallModbusSimulator
 from simulators.pendant_serial import PendantSerialSimulator
 from simulators.zigbee import Zigbee2MqttSimulator
-from tests.edge_agent.helpers import Collector, running_agent, write_config
+from tests.edge_agent.helpers import Collector, running_agent, write_config, z2m_door
 
 pytestmark = pytest.mark.integration
 
@@ -199,14 +199,7 @@ async def test_device_down_and_up_again(tmp_path: Path, mosquitto, topic_prefix)
             }
         ],
     )
-    sim = Zigbee2MqttSimulator(
-        REGISTRY.get("aqara-mccgq11lm"),
-        "door-9",
-        friendly_name="d9",
-        base_topic=f"{topic_prefix}/z2m",
-        host=mosquitto.host,
-        port=mosquitto.port,
-    )
+    sim = z2m_door(mosquitto, topic_prefix, "door-9", "d9")
     async with Collector(mosquitto, root) as col, running_agent(cfg), sim:
         await sim.open_door()
 
