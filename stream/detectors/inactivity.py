@@ -39,11 +39,16 @@ Went out, silent at home, unknown
     - A resident whose gateway is offline (``kind="gateway"``, ``reading="status"``,
       ``online: false``) or one of whose sensors is down (``reading="device_status"``
       with ``up: false``, or a sensor's own ``availability`` ``online: false``) is
-      *unknown*: this detector raises nothing for them (the operations detector reports
-      the gateway or device). Once everything is back, an alarm waits at least
-      ``gateway_grace`` so that the events the gateway queued can arrive. Quiet periods
-      that overlap such a gap, an absence, or a known absence (``ctx.is_absent``) are not
-      learned.
+      *unknown*: no inactivity alarm is raised for them (the operations detector reports
+      the gateway or device to operations staff). Once everything is back, an alarm waits
+      at least ``gateway_grace`` so that the events the gateway queued can arrive. Quiet
+      periods that overlap such a gap, an absence, or a known absence (``ctx.is_absent``)
+      are not learned.
+    - Unknown must not last unheard: after ``unknown_limit`` (12 h) of it, a
+      ``home_unseen`` alert goes to the responders ("we cannot see r1's home for 12 h:
+      gateway gw-1 offline since 09:00 ..."), HIGH when the resident's config says
+      ``lives_alone: true`` (nobody else would notice a collapse), WARNING otherwise. It
+      clears when the gateway and the sensors are back.
 
 Placement convention
     Live Events carry no placement: it comes from the config, first the resident's
@@ -93,6 +98,8 @@ log = logging.getLogger(__name__)
 
 CONDITION = "inactivity"
 NOT_BACK = "not_back_home"
+#: The resident has been unknown (gateway offline, sensor down) for ``unknown_limit``.
+UNSEEN = "home_unseen"
 #: Longest quiet periods kept per hour-of-day bucket.
 K = 8
 BUCKETS = 24
@@ -145,6 +152,8 @@ class InactivityOptions:
     away_limit: int = 16 * HOUR_MS
     #: After a gateway or sensor comes back, wait this long before alarming.
     gateway_grace: int = 15 * MINUTE_MS
+    #: Unknown (gateway offline, sensor down) this long: tell the responders (0 = never).
+    unknown_limit: int = 12 * HOUR_MS
     #: Door placements that lead outside.
     exit_placements: tuple[str, ...] = ("front_door",)
     enabled: bool = True
@@ -235,6 +244,8 @@ class Quiet(msgspec.Struct, kw_only=True):
     unknown: int = 0
     #: When information last came back.
     known_at: int = 0
+    #: A ``home_unseen`` alert is open (unknown for longer than ``unknown_limit``).
+    unseen: bool = False
     #: The open alert ("", CONDITION or NOT_BACK) and the next check (0 = none).
     alert: str = ""
     due: int = 0
@@ -364,19 +375,22 @@ class InactivityDetector(Detector[InactivityState]):
             for device, _ in sorted(state.down.items(), key=lambda kv: kv[1])[:MAX_DEVICES]:
                 del state.down[device]
         lt = self._local(ctx, state.site)
+        alerts: list[AlertSignal] = []
         for resident, r in state.residents.items():
-            blind = any(g in state.offline for g in r.gateways) or any(
-                d in state.down for d in r.devices
-            )
+            gateways, devices = _blind(state, r)
+            blind = bool(gateways or devices)
             if blind and r.unknown == 0:
                 r.unknown = t
             elif not blind and r.unknown > 0:
                 r.unknown = 0
                 r.known_at = t
+                if r.unseen:
+                    r.unseen = False
+                    alerts.append(self._seen_again(state.site, resident, t, lt))
             self._schedule(
                 state, resident, r, ctx=ctx, opts=self._options(ctx, state.site, resident), lt=lt
             )
-        return []
+        return alerts
 
     # --- time -----------------------------------------------------------------------------
     def tick(
@@ -391,7 +405,14 @@ class InactivityDetector(Detector[InactivityState]):
             if ctx.is_absent(resident, now):
                 r.due = now + ABSENT_RECHECK_MS
                 continue
-            if r.unknown or r.alert or r.last <= 0 or not _home_sensors(r):
+            if r.unknown:
+                unseen_at = _unseen_due(r, opts)
+                if 0 < unseen_at <= now:
+                    alerts.append(self._unseen(state, resident, r, now, ctx=ctx, lt=lt))
+                    r.unseen = True
+                self._schedule(state, resident, r, ctx=ctx, opts=opts, lt=lt)
+                continue
+            if r.alert or r.last <= 0 or not _home_sensors(r):
                 r.due = 0
                 continue
             if r.away:
@@ -536,7 +557,11 @@ class InactivityDetector(Detector[InactivityState]):
         opts: InactivityOptions,
         lt: LocalTime,
     ) -> None:
-        if r.alert or r.unknown or r.last <= 0 or not opts.enabled or not _home_sensors(r):
+        if r.unknown:
+            # No inactivity watch while unknown; only the "cannot see the home" deadline.
+            r.due = _unseen_due(r, opts) if opts.enabled else 0
+            return
+        if r.alert or r.last <= 0 or not opts.enabled or not _home_sensors(r):
             r.due = 0
             return
         if r.away:
@@ -593,6 +618,56 @@ class InactivityDetector(Detector[InactivityState]):
                 "learned": learned,
                 "history_days": r.days,
             },
+        )
+
+    def _unseen(
+        self,
+        state: InactivityState,
+        resident: str,
+        r: Quiet,
+        now: int,
+        *,
+        ctx: DetectorContext,
+        lt: LocalTime,
+    ) -> AlertSignal:
+        gateways, devices = _blind(state, r)
+        causes = [f"gateway {g} offline" for g in gateways]
+        if devices:
+            plural = "s" if len(devices) > 1 else ""
+            causes.append(f"sensor{plural} {', '.join(devices)} down")
+        lives_alone = ctx.resident_config(resident).get("lives_alone") is True
+        reason = (
+            f"we cannot see {resident}'s home for {fmt_duration(now - r.unknown)}: "
+            f"{' and '.join(causes) or 'no data'} since {_since(r.unknown, now, lt)}; "
+            "nobody is watching for a fall or a collapse until it is back"
+        )
+        return AlertSignal(
+            condition=UNSEEN,
+            subject=resident,
+            site=state.site,
+            time=now,
+            # Living alone, nobody else would notice: that must page, also at night.
+            severity=Severity.HIGH if lives_alone else Severity.WARNING,
+            reason=reason,
+            resident=resident,
+            details={
+                "unknown_since": lt.iso(r.unknown),
+                "unknown_min": (now - r.unknown) // MINUTE_MS,
+                "gateways_offline": gateways,
+                "devices_down": devices,
+            },
+        )
+
+    def _seen_again(self, site: str, resident: str, t: int, lt: LocalTime) -> AlertSignal:
+        return AlertSignal(
+            condition=UNSEEN,
+            subject=resident,
+            site=site,
+            time=t,
+            severity=Severity.WARNING,
+            reason=f"{resident}'s home is seen again since {lt.hhmm(t)}",
+            action="clear",
+            resident=resident,
         )
 
     def _not_back(self, site: str, resident: str, r: Quiet, now: int, lt: LocalTime) -> AlertSignal:
@@ -704,6 +779,20 @@ def _kind_word(event: Event) -> str:
     if event.reading == "checkin":
         return "check-in"
     return "pendant"
+
+
+def _blind(state: InactivityState, r: Quiet) -> tuple[list[str], list[str]]:
+    """(offline gateways, sensors down) among those that see resident ``r``."""
+    gateways = [g for g in r.gateways if g in state.offline]
+    devices = [d for d in r.devices if d in state.down]
+    return gateways, devices
+
+
+def _unseen_due(r: Quiet, opts: InactivityOptions) -> int:
+    """When an unknown resident's ``home_unseen`` alert is due (0: never, or raised)."""
+    if r.unseen or opts.unknown_limit <= 0 or r.last <= 0 or not _home_sensors(r):
+        return 0
+    return r.unknown + opts.unknown_limit
 
 
 def _home_sensors(r: Quiet) -> bool:

@@ -11,7 +11,7 @@ from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Severity
-from stream.detectors.inactivity import CONDITION, NOT_BACK, InactivityDetector
+from stream.detectors.inactivity import CONDITION, NOT_BACK, UNSEEN, InactivityDetector
 from stream.replay import OfflineRunner
 from tests.stream.helpers import T0  # 2026-01-01T00:00Z, a Thursday
 
@@ -58,9 +58,15 @@ class Maker:
         values = {"contact": not is_open, "open": is_open}
         return self.event(hours, "door", "contact", values, device=device)
 
-    def gateway(self, hours: float, online: bool) -> Event:
+    def gateway(self, hours: float, online: bool, gateway: str = "gw-1") -> Event:
         return self.event(
-            hours, "gateway", "status", {"online": online}, device="gw-1", resident=None
+            hours,
+            "gateway",
+            "status",
+            {"online": online},
+            device=gateway,
+            gateway=gateway,
+            resident=None,
         )
 
     def device_status(self, hours: float, device: str, up: bool) -> Event:
@@ -150,8 +156,53 @@ CASES = [
     Case(
         "gateway offline: unknown, no inactivity alarm",
         [m.motion(9.0), m.gateway(10.0, False)],
-        40,
+        21.9,
         [],
+    ),
+    Case(
+        "gateway offline for 12 h: the responders hear the home is unseen",
+        [m.motion(9.0), m.gateway(10.0, False)],
+        40,
+        [("raise", UNSEEN, 22.0)],
+    ),
+    Case(
+        "unseen clears when the gateway is back, then the inactivity watch resumes",
+        [m.motion(9.0), m.gateway(10.0, False), m.gateway(23.0, True)],
+        24,
+        [("raise", UNSEEN, 22.0), ("clear", UNSEEN, 23.0), ("raise", CONDITION, 23.25)],
+    ),
+    Case(
+        "a sensor down for 12 h: unseen too",
+        [m.motion(9.0), m.device_status(10.0, "pir-kitchen", False)],
+        30,
+        [("raise", UNSEEN, 22.0)],
+    ),
+    Case(
+        "unknown_limit from the resident's config",
+        [m.motion(9.0), m.gateway(10.0, False)],
+        30,
+        [("raise", UNSEEN, 14.0)],
+        {"resident": {"inactivity": {"unknown_limit": "4h"}}},
+    ),
+    Case(
+        "unknown_limit 0: never",
+        [m.motion(9.0), m.gateway(10.0, False)],
+        80,
+        [],
+        {"options": {"unknown_limit": 0}},
+    ),
+    Case(
+        "unknown during a known absence: nothing",
+        [m.motion(9.0), m.gateway(10.0, False)],
+        30,
+        [],
+        {"absent": (9.5, 40.0)},
+    ),
+    Case(
+        "a gateway that never saw the resident at home does not blind them",
+        [m.motion(9.0), m.gateway(10.0, False, gateway="gw-other")],
+        16,
+        [("raise", CONDITION, 15.0)],
     ),
     Case(
         "gateway back online: the alarm waits the grace after it",
@@ -162,7 +213,7 @@ CASES = [
     Case(
         "a sensor of the resident down: unknown",
         [m.motion(9.0), m.device_status(10.0, "pir-kitchen", False)],
-        30,
+        21.9,
         [],
     ),
     Case(
@@ -240,6 +291,22 @@ def test_not_back_home_pages_in_quiet_hours() -> None:
     for alert in alerts:
         assert alert.severity is Severity.HIGH
         assert alert.severity.value in DEFAULT_NIGHT_PAGING
+
+
+def test_unseen_home_reason_and_severity() -> None:
+    """Living alone: HIGH (it pages at night too); otherwise WARNING. Says what is down."""
+    mk = Maker()
+    events = [mk.motion(9.0), mk.gateway(10.0, False), mk.device_status(11.0, "pir-kitchen", False)]
+    [alert] = run(events, 30, resident={"lives_alone": True})
+    assert alert.condition == UNSEEN and alert.resident == alert.subject == "res-1"
+    assert alert.severity is Severity.HIGH
+    assert alert.reason == (
+        "we cannot see res-1's home for 12 h: gateway gw-1 offline and sensor pir-kitchen "
+        "down since 10:00; nobody is watching for a fall or a collapse until it is back"
+    )
+    assert alert.details["gateways_offline"] == ["gw-1"]
+    [alert] = run(events, 30)
+    assert alert.severity is Severity.WARNING
 
 
 def test_reason_is_plain_words() -> None:
