@@ -440,6 +440,10 @@ class Agent:
             "drops": drops,
             # site messages delivered again by their broker and recognized as stored
             "redeliveries_skipped": counters.get("site_redeliveries_skipped", 0),
+            # group commits that failed (disk full, I/O error) and the readings they held:
+            # the site broker delivers MQTT ones again, serial and Modbus ones are lost
+            "commit_failed": counters.get("commit_failed", 0),
+            "commit_failed_events": counters.get("commit_failed_events", 0),
             "decode_errors": decode_errors,
             "devices": self.health.snapshot(),
             "sources": {

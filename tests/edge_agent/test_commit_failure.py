@@ -122,3 +122,76 @@ async def test_codec_state_returns_to_the_stored_one_after_a_failed_commit(tmp_p
     res = await ingest.readings(ff, [counts(13)])
     assert [e.values["in"] for e in res.events if e.reading == "counts"] == [3]
     await q.close()
+
+
+class FailingEventCommit:
+    """An SQLite connection whose next commit that stores Events fails, once.
+
+    Other transactions (acks, counters, meta) go through, so the failure hits a group
+    commit of readings whatever the agent's housekeeping does meanwhile.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.fail = 1
+        self.inserting = False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("BEGIN"):
+            self.inserting = False
+        elif sql == "COMMIT" and self.inserting and self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("INSERT INTO events"):
+            self.inserting = True
+        return self.db.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+@pytest.mark.integration
+async def test_a_failed_commit_shows_in_the_heartbeat_and_mqtt_comes_again(
+    tmp_path, mosquitto, topic_prefix
+) -> None:
+    """The heartbeat counts the failed commit and its readings; the site broker delivers
+    the door message again, so it still arrives, once."""
+    from tests.edge_agent.helpers import Collector, running_agent, write_config, z2m_door
+
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=mosquitto,
+        site_broker=mosquitto,
+        root=root,
+        devices=[
+            {
+                "id": "door-1",
+                "profile": "aqara-mccgq11lm",
+                "mqtt": {"address": "hall", "base_topic": f"{topic_prefix}/z2m"},
+            }
+        ],
+    )
+    sim = z2m_door(mosquitto, topic_prefix)
+    async with Collector(mosquitto, root) as col, running_agent(cfg) as agent, sim:
+        q = agent.queue
+        assert q is not None
+        await col.wait_for(lambda c: c.sources_up(), what="the site broker subscribed")
+        failing = await q.call(lambda: FailingEventCommit(q.store._db))
+        await q.call(setattr, q.store, "_db", failing)  # on the queue's own thread
+        await sim.open_door()
+        await col.wait_for(
+            lambda c: any(e.reading == "contact" for e in c.events), what="the redelivered door"
+        )
+        assert failing.fail == 0  # the first commit of the door did fail
+        await col.wait_for(
+            lambda c: bool(c.health) and c.health[-1]["commit_failed"] == 1,
+            what="commit_failed in the heartbeat",
+        )
+    beat = col.health[-1]
+    assert beat["commit_failed_events"] >= 1
+    contacts = [e for e in col.events if e.reading == "contact"]
+    assert len(contacts) == 1 and contacts[0].values["contact"] is False
