@@ -31,9 +31,11 @@ The clock is simulated (:class:`OfflineRunner`): before each event, and at the e
 ``--until`` (default: the last event), every partition whose deadline has passed is ticked
 in deadline order, so each alert carries the time it *would* have been raised. Each alert
 is printed as one JSON line: ``time`` (ISO-8601, site local time), ``kind`` (the condition),
-``action``, ``resident``, ``subject``, ``site``, ``severity``, ``audience``, ``reason``,
-``device``, ``details``. Only raises are printed unless ``--clears`` is given; a raise for
-an alert already open (an update) is not printed again.
+``action``, ``update``, ``resident``, ``subject``, ``site``, ``severity``, ``audience``,
+``reason``, ``device``, ``details``. A new alert has ``"update": null``. A raise for an
+alert already open is printed again only when it raises the severity (a fall found lying
+still, an SOS press after a fall), with ``"update": "severity"``: that is when the alert
+manager pages again. Other repeats are not printed. Clears are printed with ``--clears``.
 
 The config (YAML) may be the stream processor's own config file (its ``sites``,
 ``residents`` and ``detectors`` sections are used, ``sites."*"`` gives every site its
@@ -67,7 +69,7 @@ import yaml
 from device_profiles.errors import CarewatchError, ConfigError
 from device_profiles.events import Event
 from stream.context import ConfigContext
-from stream.detectors.base import AlertSignal, Detector, DetectorContext
+from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
 from stream.detectors.sitetime import LocalTime
 
 log = logging.getLogger(__name__)
@@ -600,12 +602,14 @@ def apply_placements(config: ReplayConfig, placements: Mapping[str, str]) -> Non
             entry["placement"] = placement
 
 
-def alert_json(alert: AlertSignal, lt: LocalTime) -> str:
-    """One JSON line for an alert (see the module doc)."""
+def alert_json(alert: AlertSignal, lt: LocalTime, update: str | None = None) -> str:
+    """One JSON line for an alert (see the module doc); ``update``: ``"severity"`` when it
+    raises the severity of an alert already open."""
     out = {
         "time": lt.iso(alert.time),
         "kind": alert.condition,
         "action": alert.action,
+        "update": update,
         "resident": alert.resident,
         "subject": alert.subject,
         "site": alert.site,
@@ -616,6 +620,40 @@ def alert_json(alert: AlertSignal, lt: LocalTime) -> str:
         "details": dict(alert.details),
     }
     return json.dumps(out, ensure_ascii=False, default=str)
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class AlertLines:
+    """Which detector signals replay prints, as the alert manager would act on them.
+
+    One alert is open per dedup key (``AlertSignal.key``). A raise for a key not open is a
+    new alert; a raise for an open key is printed only when its severity is higher than
+    the highest so far (``"update": "severity"``: the alert manager pages again then);
+    a clear closes the key and is printed only with ``clears``.
+    """
+
+    def __init__(self, lt: LocalTime, *, clears: bool = False) -> None:
+        self.lt = lt
+        self.clears = clears
+        self.open: dict[str, Severity] = {}
+
+    def lines(self, alerts: Iterable[AlertSignal]) -> Iterator[str]:
+        """The JSON lines to print for ``alerts``, in order."""
+        for alert in alerts:
+            if alert.action == "clear":
+                self.open.pop(alert.key, None)
+                if self.clears:
+                    yield alert_json(alert, self.lt)
+                continue
+            current = self.open.get(alert.key)
+            if current is None:
+                self.open[alert.key] = alert.severity
+                yield alert_json(alert, self.lt)
+            elif _RANK[alert.severity] > _RANK[current]:
+                self.open[alert.key] = alert.severity
+                yield alert_json(alert, self.lt, update="severity")
 
 
 # --- command --------------------------------------------------------------------------------
@@ -684,24 +722,14 @@ def main(argv: list[str]) -> int:
         return 2
     lt = LocalTime(ctx.timezone(config.site))
     out = sys.stdout
-    open_keys: set[str] = set()
     printed = 0
     runner = OfflineRunner(detectors, ctx)
+    lines = AlertLines(lt, clears=args.clears)
 
     def emit(alerts: list[AlertSignal]) -> None:
         nonlocal printed
-        for alert in alerts:
-            if alert.action == "clear":
-                if alert.key not in open_keys and not args.clears:
-                    continue
-                open_keys.discard(alert.key)
-                if not args.clears:
-                    continue
-            else:
-                if alert.key in open_keys:
-                    continue
-                open_keys.add(alert.key)
-            out.write(alert_json(alert, lt) + "\n")
+        for line in lines.lines(alerts):
+            out.write(line + "\n")
             printed += 1
 
     try:

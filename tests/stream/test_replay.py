@@ -292,3 +292,104 @@ def test_until_before_the_last_event_stops_the_replay_there(tmp_path: Path, caps
     )
     # Judged up to 20:00 only: the silence, not the press after it.
     assert code == 0 and [a["kind"] for a in lines] == ["inactivity"]
+
+
+# --- what is printed: new alerts, severity upgrades, clears ---------------------------------
+def _sig(
+    minute: int, severity: Severity, action: str = "raise", subject: str = "r1"
+) -> AlertSignal:
+    return AlertSignal(
+        "emergency",
+        "r1",
+        "s",
+        1_700_000_000_000 + minute * 60_000,
+        severity,
+        f"{severity} at minute {minute}",
+        action="clear" if action == "clear" else "raise",
+        resident="r1",
+    )
+
+
+UPGRADE_CASES = [
+    ("a repeat at the same severity is not printed", [(0, "high"), (1, "high")], [(0, None)]),
+    (
+        "a higher severity is printed as an update",
+        [(0, "high"), (2, "critical")],
+        [(0, None), (2, "severity")],
+    ),
+    (
+        "a lower severity after a higher one is not",
+        [(0, "high"), (2, "critical"), (3, "high"), (4, "critical")],
+        [(0, None), (2, "severity")],
+    ),
+    (
+        "after a clear, a raise is a new alert",
+        [(0, "critical"), (1, "clear"), (2, "warning"), (3, "high")],
+        [(0, None), (2, None), (3, "severity")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"), [c[1:] for c in UPGRADE_CASES], ids=[c[0] for c in UPGRADE_CASES]
+)
+def test_replay_prints_severity_upgrades(
+    signals: list[tuple[int, str]], expected: list[tuple[int, str | None]]
+) -> None:
+    from datetime import UTC, datetime
+
+    from stream.detectors.sitetime import LocalTime
+    from stream.replay import AlertLines
+
+    printer = AlertLines(LocalTime(UTC))
+    alerts = [
+        _sig(m, Severity.HIGH, "clear") if s == "clear" else _sig(m, Severity(s))
+        for m, s in signals
+    ]
+    lines = [json.loads(line) for line in printer.lines(alerts)]
+    base = 1_700_000_000_000
+    got = [
+        (
+            round((datetime.fromisoformat(line["time"]).timestamp() * 1000 - base) / 60_000),
+            line["update"],
+        )
+        for line in lines
+    ]
+    assert got == expected
+    for line in lines:  # the contract fields are all there, updates included
+        assert {"time", "kind", "action", "resident", "severity", "reason"} <= set(line)
+        assert line["action"] == "raise"
+
+
+class Escalating(TimerDetector):
+    """Raises a fall (HIGH) on an event and makes it CRITICAL when its timer fires."""
+
+    def step(
+        self, state: Timer, event: Event, ctx: DetectorContext
+    ) -> tuple[Timer, list[AlertSignal]]:
+        state.due = event.time + 120_000
+        return state, [self._signal(event.time, Severity.HIGH, "fall detected")]
+
+    def tick(self, state: Timer, now: int, ctx: DetectorContext) -> tuple[Timer, list[AlertSignal]]:
+        state.due = 0
+        return state, [self._signal(now, Severity.CRITICAL, "fall, and no movement after it")]
+
+    @staticmethod
+    def _signal(t: int, severity: Severity, reason: str) -> AlertSignal:
+        return AlertSignal("emergency", "r1", "replay", t, severity, reason, resident="r1")
+
+
+def test_replay_command_prints_the_upgrade_line(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stream.replay
+
+    monkeypatch.setattr(stream.replay, "default_detectors", lambda options: [Escalating()])
+    csv_text = HEADER + "2024-03-05T09:00:00Z,r1,pendant-1,pendant,3,\n"
+    code, lines, _ = replay(tmp_path, csv_text, "--until", "2024-03-05T10:00Z", capsys=capsys)
+    assert code == 0
+    assert [(a["time"], a["severity"], a["update"], a["reason"]) for a in lines] == [
+        ("2024-03-05T09:00:00+00:00", "high", None, "fall detected"),
+        ("2024-03-05T09:02:00+00:00", "critical", "severity", "fall, and no movement after it"),
+    ]
+    assert all(a["kind"] == "emergency" and a["resident"] == "r1" for a in lines)
