@@ -262,8 +262,11 @@ class Uplink:
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         interval = self.config.health.heartbeat_interval_s
         while True:
-            await self._publish_health(client)
+            # Cleared before the snapshot, not after the publish: a poke (a source up, a
+            # device down) arriving while this heartbeat is built or sent must bring
+            # another one, or the change would wait a whole interval to be reported.
             self._health_now.clear()
+            await self._publish_health(client)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._health_now.wait(), timeout=interval)
 

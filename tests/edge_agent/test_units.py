@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import ssl
 from pathlib import Path
@@ -266,3 +268,36 @@ async def test_a_codec_bug_of_a_second_model_on_a_receiver_is_counted(tmp_path: 
     batch = await q.peek(urgent=True, after=0, limit=10, max_bytes=1 << 20)
     assert batch is not None and len(batch) == 1
     await q.close()
+
+
+async def test_a_heartbeat_asked_for_while_one_is_built_is_sent_too(tmp_path: Path):
+    """A source coming up (or a device going down) while a heartbeat is being built
+    must bring another heartbeat, not wait a whole interval (30 s here)."""
+    from typing import Any, cast
+
+    import aiomqtt
+
+    from edge_agent.uplink import Uplink
+    from tests.harness.wait import async_wait_for
+
+    published: list[str] = []
+
+    class Client:
+        async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+            published.append(topic)
+
+    async def health() -> dict[str, Any]:
+        if not published:
+            uplink.poke_health()  # arrives between the snapshot and the publish
+        return {}
+
+    cfg = load_config(_config(tmp_path, []))
+    assert cfg.health.heartbeat_interval_s >= 30
+    uplink = Uplink(cfg, cast(EventQueue, None), health)
+    beat = asyncio.create_task(uplink._heartbeat(cast(aiomqtt.Client, Client())))
+    try:
+        await async_wait_for(lambda: len(published) >= 2, timeout=10, message="2 heartbeats")
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
