@@ -10,9 +10,17 @@ Three detectors, each with its own partition, all raising alerts for operations 
     counter drift). Above the site's ``capacity`` it raises ``crowding``; the alert clears
     once occupancy is back to ``capacity - hysteresis`` or less. Every local hour it also
     learns the site's usual footfall for that hour (weekdays and weekends apart, decayed
-    mean) and raises ``footfall_anomaly`` when, during opening hours, ``quiet_hours``
-    hours in a row had no one coming in although at least ``min_expected`` per hour are
-    usual: a broken counter, or a site that did not open. It clears when people come in.
+    mean and spread) and raises ``footfall_anomaly`` when, during opening hours,
+    ``quiet_hours`` hours in a row had no one coming in although at least
+    ``min_expected`` per hour are usual: a broken counter, or a site that did not open.
+    It clears when people come in. ``footfall_high`` is the other side: an opening hour
+    with far more people coming in than usual for that site and hour ("142 people
+    entered between 09:00 and 10:00, usually 20-40 at this hour"): a counter counting
+    double, or a crowd nobody planned. "Far more" must clear every bar: ``high_factor``
+    times the usual mean, ``high_min_excess`` people above it, and ``high_sigma``
+    standard deviations above it (the spread learned, at least the square root of the
+    mean: counts of people arriving vary at least that much). It needs ``min_weeks`` of
+    history for that hour, like the low side, and clears when an hour is back under it.
 
 :class:`DeviceHealthDetector` (partition: site + device; every device's events)
     ``device_silent`` when a device sends nothing for ``missed_reports`` times its
@@ -35,6 +43,7 @@ Config: ``sites.<id>.capacity`` (people), ``opening_hours`` / ``opening_days`` /
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -56,6 +65,7 @@ log = logging.getLogger(__name__)
 
 CROWDING = "crowding"
 FOOTFALL = "footfall_anomaly"
+FOOTFALL_HIGH = "footfall_high"
 SILENT = "device_silent"
 DOWN = "device_down"
 LOW_BATTERY = "low_battery"
@@ -135,6 +145,10 @@ class OccupancyState(msgspec.Struct, kw_only=True):
     #: Usual "in" per hour: decayed mean and weight, [weekday hours 0-23, weekend 0-23].
     mean: list[float] = msgspec.field(default_factory=lambda: [0.0] * 48)
     weight: list[float] = msgspec.field(default_factory=lambda: [0.0] * 48)
+    #: Decayed sum of squared deviations from the mean (variance = m2 / weight).
+    m2: list[float] = msgspec.field(default_factory=lambda: [0.0] * 48)
+    #: A ``footfall_high`` alert is open.
+    high: bool = False
     #: Consecutive open hours with nobody in although some were expected, and since when.
     quiet: int = 0
     quiet_since: int = 0
@@ -144,7 +158,7 @@ class OccupancyState(msgspec.Struct, kw_only=True):
 
 
 class OccupancyDetector(Detector[OccupancyState]):
-    """Crowding against capacity, and footfall far below the usual for the hour."""
+    """Crowding against capacity, and footfall far from the usual for the hour."""
 
     name: ClassVar[str] = "occupancy"
     state_type: ClassVar[type[msgspec.Struct]] = OccupancyState
@@ -158,18 +172,26 @@ class OccupancyDetector(Detector[OccupancyState]):
         min_expected: float = 5.0,
         min_weeks: float = 3.0,
         decay: float = 0.85,
+        alert_high: bool = True,
+        high_factor: float = 2.0,
+        high_sigma: float = 4.0,
+        high_min_excess: float = 20.0,
     ) -> None:
         """``hysteresis``: fraction of capacity (at least 1 person) below it to clear
         crowding; ``close_grace``: after closing time, occupancy is reset to 0;
         ``quiet_hours``, ``min_expected`` (people per hour), ``min_weeks`` (decayed samples
-        of that hour before it is trusted), ``decay`` (per sample) for footfall anomalies.
+        of that hour before it is trusted), ``decay`` (per sample) for footfall anomalies;
+        ``alert_high``, ``high_factor``, ``high_sigma``, ``high_min_excess`` (people) for
+        footfall far above the usual (every bar must be cleared).
         """
+        where = "detectors.operations.occupancy"
         if not 0 <= hysteresis < 1:
-            raise ConfigError("must be in [0, 1)", path="detectors.operations.occupancy.hysteresis")
+            raise ConfigError("must be in [0, 1)", path=f"{where}.hysteresis")
         if quiet_hours < 1 or not 0 < decay < 1:
+            raise ConfigError("quiet_hours must be >= 1 and decay in (0, 1)", path=where)
+        if high_factor < 1 or high_sigma < 0 or high_min_excess < 0:
             raise ConfigError(
-                "quiet_hours must be >= 1 and decay in (0, 1)",
-                path="detectors.operations.occupancy",
+                "high_factor must be >= 1, high_sigma and high_min_excess >= 0", path=where
             )
         self.hysteresis = hysteresis
         self.close_grace = duration_ms(close_grace, "detectors.operations.occupancy.close_grace")
@@ -177,6 +199,10 @@ class OccupancyDetector(Detector[OccupancyState]):
         self.min_expected = min_expected
         self.min_weeks = min_weeks
         self.decay = decay
+        self.alert_high = alert_high
+        self.high_factor = high_factor
+        self.high_sigma = high_sigma
+        self.high_min_excess = high_min_excess
         self._zones: dict[str, LocalTime] = {}
         self._calendars: dict[str, tuple[int, OpeningCalendar]] = {}
 
@@ -300,9 +326,38 @@ class OccupancyDetector(Detector[OccupancyState]):
         index = hour + (24 if weekday_of_day(day) >= 5 else 0)
         is_open = calendar.is_open(day, hour * 60) if calendar.configured else True
         alerts: list[AlertSignal] = []
+        trusted = state.weight[index] >= self.min_weeks
+        limit = self._high_limit(state, index) if trusted else None
+        if state.high and (not is_open or limit is None or count <= limit):
+            state.high = False
+            start, end = lt.at(day, hour * 60), lt.at(day, hour * 60 + 60)
+            what = (
+                f"{count} people entered between {lt.hhmm(start)} and {lt.hhmm(end)}"
+                if is_open
+                else "the site is closed"
+            )
+            alerts.append(
+                _ops(
+                    FOOTFALL_HIGH,
+                    state.site,
+                    state.site,
+                    end,
+                    f"footfall back to usual: {what}",
+                    action="clear",
+                )
+            )
         if not is_open:
             return alerts
-        expected = state.mean[index] if state.weight[index] >= self.min_weeks else 0.0
+        learned = count
+        if limit is not None:
+            if count > limit and self.alert_high and not state.high:
+                state.high = True
+                alerts.append(self._high(state, index, count, day, hour, lt))
+            # Learned only up to two spreads above the usual (a Huber-like clip): one
+            # crowd hardly moves the usual or its spread, while a lasting change (a new
+            # activity every morning) is still learned, within a few weeks.
+            learned = min(count, round(state.mean[index] + 2 * self._floored_sd(state, index)))
+        expected = state.mean[index] if trusted else 0.0
         if count == 0 and expected >= self.min_expected:
             if state.quiet == 0:
                 state.quiet_since = lt.at(day, hour * 60)
@@ -327,8 +382,49 @@ class OccupancyDetector(Detector[OccupancyState]):
         if count > 0:
             state.quiet = 0
         state.weight[index] = state.weight[index] * self.decay + 1.0
-        state.mean[index] += (count - state.mean[index]) / state.weight[index]
+        delta = learned - state.mean[index]
+        state.mean[index] += delta / state.weight[index]
+        state.m2[index] = state.m2[index] * self.decay + delta * (learned - state.mean[index])
         return alerts
+
+    def _spread(self, state: OccupancyState, index: int) -> float:
+        """Learned standard deviation of hour ``index``'s "in" count."""
+        weight = state.weight[index]
+        return math.sqrt(max(0.0, state.m2[index]) / weight) if weight > 0 else 0.0
+
+    def _floored_sd(self, state: OccupancyState, index: int) -> float:
+        # People arrive at random: a count varies at least like a Poisson count does.
+        return max(self._spread(state, index), math.sqrt(max(0.0, state.mean[index])))
+
+    def _high_limit(self, state: OccupancyState, index: int) -> float:
+        """Above this many people coming in during hour ``index`` is far above usual."""
+        mean = state.mean[index]
+        sd = self._floored_sd(state, index)
+        return max(
+            mean * self.high_factor, mean + self.high_min_excess, mean + self.high_sigma * sd
+        )
+
+    def _high(  # noqa: PLR0917 - one hour's facts
+        self, state: OccupancyState, index: int, count: int, day: int, hour: int, lt: LocalTime
+    ) -> AlertSignal:
+        mean, sd = state.mean[index], self._spread(state, index)
+        low, high = max(0, round(mean - 2 * sd)), round(mean + 2 * sd)
+        usual = f"{low}-{high}" if high > low else f"about {round(mean)}"
+        start, end = lt.at(day, hour * 60), lt.at(day, hour * 60 + 60)
+        return _ops(
+            FOOTFALL_HIGH,
+            state.site,
+            state.site,
+            end,
+            f"{count} people entered between {lt.hhmm(start)} and {lt.hhmm(end)}, "
+            f"usually {usual} at this hour",
+            details={
+                "count": count,
+                "usual_mean": round(mean, 1),
+                "usual_sd": round(sd, 1),
+                "limit": round(self._high_limit(state, index), 1),
+            },
+        )
 
     def _crowding(
         self, state: OccupancyState, t: int, ctx: DetectorContext, reason: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from stream.detectors.operations import (
     CROWDING,
     DOWN,
     FOOTFALL,
+    FOOTFALL_HIGH,
     GATEWAY_OFFLINE,
     LOW_BATTERY,
     SILENT,
@@ -301,3 +303,103 @@ def test_states_survive_encode_decode() -> None:
         ("raise", SILENT, 12.6),
         ("clear", CROWDING, 18.5),
     ]
+
+
+# --- footfall far above the usual -----------------------------------------------------------
+def usual_weekdays(weeks: float, low: int = 20, high: int = 40) -> list[Event]:
+    """``weeks`` of weekday opening hours (08:00-18:00), ``low``..``high`` people in."""
+    events = []
+    for day in range(round(weeks * 7)):
+        if day % 7 >= 5:
+            continue
+        for hour in range(8, 18):
+            n = low + (day * 7 + hour * 13) % (high - low + 1)
+            events.append(counts(day * 24 + hour + 0.5, n, n))
+    return events
+
+
+WEEK4 = 21 * 24  # Monday of the fourth week, hours after MON
+HIGH_CASES: list[tuple[str, list[Event], float, list[tuple[str, str, str, float]]]] = [
+    (
+        "142 people in an hour that usually has 20-40: raised at its end, cleared after",
+        [*usual_weekdays(3), counts(WEEK4 + 9.5, 142, 142), counts(WEEK4 + 10.5, 30, 30)],
+        WEEK4 + 11.01,
+        [
+            ("raise", FOOTFALL_HIGH, SITE, WEEK4 + 10.0),
+            ("clear", FOOTFALL_HIGH, SITE, WEEK4 + 11.0),
+        ],
+    ),
+    (
+        "somewhat busier than usual (55 for 20-40) is not far above it",
+        [*usual_weekdays(3), counts(WEEK4 + 9.5, 55, 55)],
+        WEEK4 + 11.01,
+        [],
+    ),
+    (
+        "too little history for that hour: nothing",
+        [*usual_weekdays(2 / 7), counts(2 * 24 + 9.5, 142, 142)],
+        2 * 24 + 11.01,
+        [],
+    ),
+    (
+        "a small site: 15 in an hour that usually has 1-3 is under the minimum excess",
+        [*usual_weekdays(3, 1, 3), counts(WEEK4 + 9.5, 15, 15)],
+        WEEK4 + 11.01,
+        [],
+    ),
+    (
+        "weekends are learned apart: a Saturday crowd without Saturday history is not judged",
+        [*usual_weekdays(3), counts(WEEK4 - 2 * 24 + 9.5, 142, 142)],
+        WEEK4 - 2 * 24 + 11.01,
+        [],
+    ),
+    (
+        "the last opening hour: cleared when the site is closed",
+        [
+            *usual_weekdays(3),
+            *[counts(WEEK4 + h + 0.5, 30, 30) for h in range(8, 17)],
+            counts(WEEK4 + 17.5, 142, 142),
+        ],
+        WEEK4 + 19.01,
+        [
+            ("raise", FOOTFALL_HIGH, SITE, WEEK4 + 18.0),
+            ("clear", FOOTFALL_HIGH, SITE, WEEK4 + 19.0),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "until_h", "expected"),
+    [c[1:] for c in HIGH_CASES],
+    ids=[c[0] for c in HIGH_CASES],
+)
+def test_footfall_far_above_usual(
+    events: list[Event], until_h: float, expected: list[tuple[str, str, str, float]]
+) -> None:
+    # Capacity out of the way: only footfall is under test here.
+    alerts = run(events, until_h, capacity=1000)
+    assert summary([a for a in alerts if a.condition in (FOOTFALL, FOOTFALL_HIGH)]) == expected
+
+
+def test_footfall_high_reason_severity_audience() -> None:
+    events = [*usual_weekdays(3), counts(WEEK4 + 9.5, 142, 142)]
+    [alert] = [a for a in run(events, WEEK4 + 10.5, capacity=1000) if a.condition == FOOTFALL_HIGH]
+    assert alert.audience is Audience.OPERATIONS and alert.severity is Severity.WARNING
+    assert re.fullmatch(
+        r"142 people entered between 09:00 and 10:00, usually (1\d|2\d)-(3\d|4\d) at this hour",
+        alert.reason,
+    ), alert.reason
+    assert alert.details["count"] == 142
+
+
+def test_a_lasting_rise_in_footfall_is_learned() -> None:
+    """Twice the people every morning from week 4 on: alerted at first, then usual."""
+    events = [e for e in usual_weekdays(9) if e.time < MON + 21 * D or (e.time - MON) % D > 10 * H]
+    for day in range(21, 63):
+        if day % 7 < 5:
+            events.append(counts(day * 24 + 9.5, 80, 80))
+    alerts = [a for a in run(events, 63 * 24, capacity=1000) if a.condition == FOOTFALL_HIGH]
+    raised_days = [int((a.time - MON) // D) for a in alerts if a.action == "raise"]
+    assert raised_days and raised_days[0] == 21
+    assert max(raised_days) < 28  # usual after a week of it
