@@ -7,8 +7,13 @@ Three detectors, each with its own partition, all raising alerts for operations 
     Occupancy is the running sum of the counters' ``in`` minus ``out`` deltas, clamped at
     0 (a missed "in" must not make it negative), reset at local midnight, and reconciled
     to 0 ``close_grace`` after the site closes (people have gone home; whatever is left is
-    counter drift). Above the site's ``capacity`` it raises ``crowding``; the alert clears
-    once occupancy is back to ``capacity - hysteresis`` or less. Every local hour it also
+    counter drift). Counters miss some exits (two people side by side), so during the day
+    occupancy would creep upward into false crowding: what is left at each reconciliation,
+    per counted "out" that day, is learned as the site's drift (decayed mean, at most
+    ``max_drift``), and once ``drift_min_days`` days are learned, occupancy is corrected
+    by that many missed exits per counted "out" today. Above the site's ``capacity`` it
+    raises ``crowding``; the alert clears once occupancy is back to
+    ``capacity - hysteresis`` or less. Every local hour it also
     learns the site's usual footfall for that hour (weekdays and weekends apart, decayed
     mean and spread) and raises ``footfall_anomaly`` when, during opening hours,
     ``quiet_hours`` hours in a row had no one coming in although at least
@@ -73,6 +78,8 @@ TAMPER = "tamper"
 GATEWAY_OFFLINE = "gateway_offline"
 #: Footfall counters remembered per site (last seen).
 MAX_COUNTERS = 16
+#: Exits counted in a day below which its closing residual is not learned as drift.
+MIN_DRIFT_OUTS = 10
 
 
 def operations_detectors(**options: Any) -> list[Detector[Any]]:
@@ -135,8 +142,14 @@ class OccupancyState(msgspec.Struct, kw_only=True):
 
     site: str = ""
     day: int = -1
+    #: The counters' running in - out since the last reset (before drift correction).
     occupancy: int = 0
     peak: int = 0
+    #: "out" counted since the last reset, and the learned missed exits per counted "out"
+    #: (decayed mean over reconciled days, and its weight).
+    day_out: int = 0
+    drift: float = 0.0
+    drift_weight: float = 0.0
     crowded: bool = False
     reconciled_day: int = -1
     #: The local hour slot being counted and its "in" count so far.
@@ -176,19 +189,26 @@ class OccupancyDetector(Detector[OccupancyState]):
         high_factor: float = 2.0,
         high_sigma: float = 4.0,
         high_min_excess: float = 20.0,
+        drift_correction: bool = True,
+        drift_min_days: float = 3.0,
+        max_drift: float = 0.5,
     ) -> None:
         """``hysteresis``: fraction of capacity (at least 1 person) below it to clear
         crowding; ``close_grace``: after closing time, occupancy is reset to 0;
         ``quiet_hours``, ``min_expected`` (people per hour), ``min_weeks`` (decayed samples
         of that hour before it is trusted), ``decay`` (per sample) for footfall anomalies;
         ``alert_high``, ``high_factor``, ``high_sigma``, ``high_min_excess`` (people) for
-        footfall far above the usual (every bar must be cleared).
+        footfall far above the usual (every bar must be cleared); ``drift_correction``,
+        ``drift_min_days`` (decayed reconciled days), ``max_drift`` (missed exits per
+        counted exit, at most) for the occupancy's correction of counter drift.
         """
         where = "detectors.operations.occupancy"
         if not 0 <= hysteresis < 1:
             raise ConfigError("must be in [0, 1)", path=f"{where}.hysteresis")
         if quiet_hours < 1 or not 0 < decay < 1:
             raise ConfigError("quiet_hours must be >= 1 and decay in (0, 1)", path=where)
+        if not 0 <= max_drift <= 1 or drift_min_days < 0:
+            raise ConfigError("max_drift must be in [0, 1], drift_min_days >= 0", path=where)
         if high_factor < 1 or high_sigma < 0 or high_min_excess < 0:
             raise ConfigError(
                 "high_factor must be >= 1, high_sigma and high_min_excess >= 0", path=where
@@ -203,6 +223,9 @@ class OccupancyDetector(Detector[OccupancyState]):
         self.high_factor = high_factor
         self.high_sigma = high_sigma
         self.high_min_excess = high_min_excess
+        self.drift_correction = drift_correction
+        self.drift_min_days = drift_min_days
+        self.max_drift = max_drift
         self._zones: dict[str, LocalTime] = {}
         self._calendars: dict[str, tuple[int, OpeningCalendar]] = {}
 
@@ -224,7 +247,7 @@ class OccupancyDetector(Detector[OccupancyState]):
         count_in = _count(event.values.get("in"))
         count_out = _count(event.values.get("out"))
         if state.slot >= 0 and lt.slot(t) < state.slot:
-            return state, self._late(state, t, count_in - count_out, ctx, lt)
+            return state, self._late(state, t, (count_in, count_out), ctx, lt)
         alerts = self._advance(state, t, ctx, lt)
         state.counters[event.device] = t
         if len(state.counters) > MAX_COUNTERS:
@@ -232,6 +255,7 @@ class OccupancyDetector(Detector[OccupancyState]):
         if lt.slot(t) == state.slot:
             state.slot_in += count_in
         state.occupancy = max(0, state.occupancy + count_in - count_out)
+        state.day_out += count_out
         state.peak = max(state.peak, state.occupancy)
         if count_in > 0 and state.anomaly:
             state.anomaly = False
@@ -255,7 +279,7 @@ class OccupancyDetector(Detector[OccupancyState]):
         self,
         state: OccupancyState,
         t: int,
-        delta: int,
+        in_out: tuple[int, int],
         ctx: DetectorContext,
         lt: LocalTime,
     ) -> list[AlertSignal]:
@@ -268,7 +292,10 @@ class OccupancyDetector(Detector[OccupancyState]):
         """
         if lt.day(t) != state.day or state.reconciled_day == state.day:
             return []
+        count_in, count_out = in_out
+        delta = count_in - count_out
         state.occupancy = max(0, state.occupancy + delta)
+        state.day_out += count_out
         state.peak = max(state.peak, state.occupancy)
         return self._crowding(state, t, ctx)
 
@@ -301,7 +328,7 @@ class OccupancyDetector(Detector[OccupancyState]):
             state.slot, state.slot_in = slot, 0
         day = lt.day(t)
         if day != state.day:
-            state.day, state.occupancy, state.peak = day, 0, 0
+            state.day, state.occupancy, state.peak, state.day_out = day, 0, 0, 0
             alerts.extend(self._crowding(state, t, ctx, reason="reset at midnight"))
         span = calendar.span(day) if calendar.configured else None
         if span is not None and state.reconciled_day != day:
@@ -310,7 +337,8 @@ class OccupancyDetector(Detector[OccupancyState]):
                 state.reconciled_day = day
                 if state.occupancy:
                     log.debug("site %s: %s left after closing, reset", state.site, state.occupancy)
-                state.occupancy = 0
+                self._learn_drift(state)
+                state.occupancy, state.day_out = 0, 0
                 alerts.extend(self._crowding(state, t, ctx, reason="site closed"))
         return alerts
 
@@ -426,6 +454,20 @@ class OccupancyDetector(Detector[OccupancyState]):
             },
         )
 
+    def _learn_drift(self, state: OccupancyState) -> None:
+        """At closing: what the counters left inside, per counted exit, is drift."""
+        if state.day_out < MIN_DRIFT_OUTS:
+            return  # too few people today to say anything about the counter
+        sample = min(self.max_drift, state.occupancy / state.day_out)
+        state.drift_weight = state.drift_weight * self.decay + 1.0
+        state.drift += (sample - state.drift) / state.drift_weight
+
+    def _missed_exits(self, state: OccupancyState) -> int:
+        """Exits the counters probably missed since the last reset (learned drift)."""
+        if not self.drift_correction or state.drift_weight < self.drift_min_days:
+            return 0
+        return min(state.occupancy, round(state.drift * state.day_out))
+
     def _crowding(
         self, state: OccupancyState, t: int, ctx: DetectorContext, reason: str = ""
     ) -> list[AlertSignal]:
@@ -433,21 +475,33 @@ class OccupancyDetector(Detector[OccupancyState]):
         if isinstance(capacity, bool) or not isinstance(capacity, int | float) or capacity <= 0:
             return []
         below = capacity - max(1.0, self.hysteresis * capacity)
-        if not state.crowded and state.occupancy > capacity:
+        missed = self._missed_exits(state)
+        inside = state.occupancy - missed
+        if not state.crowded and inside > capacity:
             state.crowded = True
+            counted = (
+                f" ({state.occupancy} counted, less {missed} for exits the counters usually miss)"
+                if missed
+                else ""
+            )
             return [
                 _ops(
                     CROWDING,
                     state.site,
                     state.site,
                     t,
-                    f"{state.occupancy} people inside, the room holds {int(capacity)}",
-                    details={"occupancy": state.occupancy, "capacity": capacity},
+                    f"{inside} people inside{counted}, the room holds {int(capacity)}",
+                    details={
+                        "occupancy": inside,
+                        "counted": state.occupancy,
+                        "missed_exits": missed,
+                        "capacity": capacity,
+                    },
                 )
             ]
-        if state.crowded and state.occupancy <= below:
+        if state.crowded and inside <= below:
             state.crowded = False
-            text = reason or f"{state.occupancy} people inside"
+            text = reason or f"{inside} people inside"
             return [
                 _ops(
                     CROWDING,
@@ -456,7 +510,7 @@ class OccupancyDetector(Detector[OccupancyState]):
                     t,
                     f"back under capacity: {text}",
                     action="clear",
-                    details={"occupancy": state.occupancy},
+                    details={"occupancy": inside},
                 )
             ]
         return []

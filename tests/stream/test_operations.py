@@ -403,3 +403,79 @@ def test_a_lasting_rise_in_footfall_is_learned() -> None:
     raised_days = [int((a.time - MON) // D) for a in alerts if a.action == "raise"]
     assert raised_days and raised_days[0] == 21
     assert max(raised_days) < 28  # usual after a week of it
+
+
+# --- occupancy drift: a counter that misses exits ---------------------------------------------
+def leaky_days(days: int, last_out: int = 8) -> list[Event]:
+    """Weekdays of 36 people in and out; the counter sees 12 + 12 + ``last_out`` leave.
+
+    With the default, 4 of 36 exits are missed: 1 per 8 counted.
+    """
+    events = []
+    for day in range(days):
+        if day % 7 >= 5:
+            continue
+        base = day * 24
+        events += [counts(base + 8.5, 36), counts(base + 12.0, 0, 12)]
+        events += [counts(base + 14.0, 0, 12), counts(base + 16.5, 0, last_out)]
+    return events
+
+
+WEEK2 = 7 * 24  # Monday of the second week
+#: A day with 38 inside at a time (capacity 40): 38 in, 38 out of whom 4 are missed, 38 in.
+BUSY_DAY = [counts(WEEK2 + 9.0, 38), counts(WEEK2 + 11.0, 0, 34), counts(WEEK2 + 13.0, 38)]
+DRIFT_CASES: list[tuple[str, list[Event], float, list[tuple[str, str, str, float]]]] = [
+    (
+        "no history of the counter: missed exits make a false crowding",
+        BUSY_DAY,
+        WEEK2 + 14,
+        [("raise", CROWDING, SITE, WEEK2 + 13.0)],
+    ),
+    (
+        "a week of the counter missing exits: corrected, no false crowding",
+        [*leaky_days(5), *BUSY_DAY],
+        WEEK2 + 14,
+        [],
+    ),
+    (
+        "corrected, a real crowd is still raised",
+        [*leaky_days(5), *BUSY_DAY, counts(WEEK2 + 13.5, 6)],
+        WEEK2 + 14,
+        [("raise", CROWDING, SITE, WEEK2 + 13.5)],
+    ),
+    (
+        "no correction before anyone left: a full room in the morning is raised",
+        [*leaky_days(5), counts(WEEK2 + 9.0, 41)],
+        WEEK2 + 10,
+        [("raise", CROWDING, SITE, WEEK2 + 9.0)],
+    ),
+    (
+        "an accurate counter learns no drift",
+        [*leaky_days(5, last_out=12), *BUSY_DAY],
+        WEEK2 + 14,
+        [("raise", CROWDING, SITE, WEEK2 + 13.0)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "until_h", "expected"),
+    [c[1:] for c in DRIFT_CASES],
+    ids=[c[0] for c in DRIFT_CASES],
+)
+def test_occupancy_corrects_learned_counter_drift(
+    events: list[Event], until_h: float, expected: list[tuple[str, str, str, float]]
+) -> None:
+    alerts = run(events, until_h, capacity=40)
+    assert summary([a for a in alerts if a.condition == CROWDING]) == expected
+
+
+def test_drift_correction_is_in_the_reason() -> None:
+    events = [*leaky_days(5), *BUSY_DAY, counts(WEEK2 + 13.5, 6)]
+    [alert] = [a for a in run(events, WEEK2 + 14, capacity=40) if a.condition == CROWDING]
+    # 82 in, 34 out counted: 48; the counter misses 1 exit per 8 counted: 34 / 8 = 4 more.
+    assert alert.reason == (
+        "44 people inside (48 counted, less 4 for exits the counters usually miss), "
+        "the room holds 40"
+    )
+    assert alert.details["missed_exits"] == 4
