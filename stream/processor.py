@@ -344,6 +344,7 @@ class Processor:
                 state, out = detector.step(state, event, self.ctx)
                 deadline = detector.deadline(state)
                 encoded = msgspec.json.encode(state)
+                expired = detector.expired(state)
             except Exception as exc:
                 if database_failure(exc):
                     raise
@@ -352,7 +353,10 @@ class Processor:
                     "detector %s failed on %s:%s", detector.name, event.gateway, event.seq
                 )
                 continue
-            self.store.put_partition(detector.name, key, encoded, deadline, now)
+            if expired:
+                self.store.delete_partition(detector.name, key)
+            else:
+                self.store.put_partition(detector.name, key, encoded, deadline, now)
             signals += self._apply(out, now)
         return signals
 
@@ -605,12 +609,17 @@ class Processor:
         try:
             state, out = detector.tick(state, now, self.ctx)
             deadline = detector.deadline(state)
+            expired = detector.expired(state)
         except Exception:
             self.metrics.detector_errors.labels(name).inc()
             log.exception("detector %s failed in tick(%s); its timer is dropped", name, key)
             raw = self.store.get_partition(name, key)
             if raw is not None:
                 self.store.put_partition(name, key, raw, None, now)
+            return
+        if expired:
+            self.store.delete_partition(name, key)
+            self._apply(out, now)
             return
         if deadline is not None and deadline <= now:
             # A deadline that does not move past now would fire forever.

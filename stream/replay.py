@@ -130,14 +130,18 @@ class OfflineRunner:
                 if state is None:
                     state = detector.initial_state(key)
                 state, out = detector.step(state, event, self.ctx)
+                expired = detector.expired(state)
             except Exception:  # one detector's bug must not stop a replay
                 self.errors += 1
                 log.exception(
                     "detector %s failed on %s:%s", detector.name, event.gateway, event.seq
                 )
                 continue
-            self.states[(index, key)] = state
             alerts.extend(out)
+            if expired:
+                self._forget(index, key)
+                continue
+            self.states[(index, key)] = state
             self._schedule(index, key, detector, state)
         return alerts
 
@@ -210,6 +214,11 @@ class OfflineRunner:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, index, key))
 
+    def _forget(self, index: int, key: str) -> None:
+        """Delete an expired partition (``Detector.expired``): state and deadline."""
+        self.states.pop((index, key), None)
+        self._due.pop((index, key), None)
+
     def _fire(self, limit: int, *, inclusive: bool) -> list[AlertSignal]:
         alerts: list[AlertSignal] = []
         while True:
@@ -222,12 +231,16 @@ class OfflineRunner:
             now = max(due, self.now or due)
             try:
                 state, out = detector.tick(self.states[(index, key)], now, self.ctx)
+                expired = detector.expired(state)
             except Exception:
                 self.errors += 1
                 log.exception("detector %s failed in tick(%s)", detector.name, key)
                 continue
-            self.states[(index, key)] = state
             alerts.extend(out)
+            if expired:
+                self._forget(index, key)
+                continue
+            self.states[(index, key)] = state
             self._schedule(index, key, detector, state)
             # A deadline that does not move past ``now`` would tick forever: drop it.
             if self._due.get((index, key), now + 1) <= now:

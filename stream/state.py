@@ -428,6 +428,10 @@ class StateStore:
         ).fetchall()
         return [(str(d), str(k), int(t)) for d, k, t in rows]
 
+    def delete_partition(self, detector: str, key: str) -> None:
+        """Forget a partition, state and timer (the detector says it expired)."""
+        self.db.execute("DELETE FROM partitions WHERE detector=? AND key=?", (detector, key))
+
     def disarm_partition(self, detector: str, key: str) -> None:
         """Drop a partition's timer, keeping its state (its tick keeps failing)."""
         self.db.execute(

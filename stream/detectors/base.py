@@ -17,6 +17,9 @@ Hooks, and when the runtime calls them:
   :meth:`Detector.deadline` of its state, also when no data arrives, also for a deadline
   that passed while the processor was down (it fires on restart);
 - :meth:`Detector.initial_state` for a partition never seen before;
+- :meth:`Detector.expired` after each step and tick: True deletes the partition (its
+  state and its timer), e.g. a day-care member not seen for months; an event for it
+  later starts it over from :meth:`Detector.initial_state`;
 - :meth:`Detector.configured_keys` once at start: partitions the configuration declares
   before any event arrives (a day-care member who has never checked in yet). The runtime
   creates each missing one with :meth:`Detector.seed` and arms its :meth:`deadline`, so
@@ -134,6 +137,14 @@ class Detector(ABC, Generic[S]):
     def deadline(self, state: S) -> int | None:
         """When :meth:`tick` must next run for this partition (ms UTC), or None."""
         return None
+
+    def expired(self, state: S) -> bool:
+        """True when the partition holds nothing worth keeping: the runtime deletes it.
+
+        Called after every :meth:`step` and :meth:`tick`; default: never. Lets a detector
+        keyed by something unbounded (every face ever seen) forget what is gone.
+        """
+        return False
 
     def configured_keys(
         self, sites: Mapping[str, Mapping[str, Any]], residents: Mapping[str, Mapping[str, Any]]

@@ -11,7 +11,7 @@ from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Severity
-from stream.detectors.noshow import CONDITION, NoShowDetector
+from stream.detectors.noshow import CONDITION, MemberState, NoShowDetector
 from stream.replay import OfflineRunner
 
 # 2026-01-05T00:00Z is a Monday; the site runs on UTC here.
@@ -199,3 +199,60 @@ def test_the_only_center_is_the_default_daycare_site() -> None:
     two = {"c1": {"type": "center"}, "c2": {"type": "center"}}
     assert detector.configured_keys(two, {"m-1": member}) == []
     assert detector.configured_keys(one, {"m-2": {"lives_alone": True}}) == []
+
+
+# --- forgetting members gone for good ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "residents", "options", "kept_at_day", "gone_at_day"),
+    [
+        ("undeclared: dropped 60 days after the last check-in", {}, {}, 18 + 59.9, 18 + 60.5),
+        ("forget_after from the config", {}, {"forget_after": "30d"}, 18 + 29.9, 18 + 30.5),
+        ("declared in the config: never dropped", {"m-1": {"lives_alone": True}}, {}, 400, None),
+        ("forget_after 0: never dropped", {}, {"forget_after": 0}, 400, None),
+    ],
+)
+def test_members_gone_for_good_are_forgotten(
+    name: str,
+    residents: dict[str, Any],
+    options: dict[str, Any],
+    kept_at_day: float,
+    gone_at_day: float | None,
+) -> None:
+    ctx = ConfigContext({SITE: CENTER}, residents)
+    runner = OfflineRunner([NoShowDetector(**options)], ctx)
+    for event in weeks_of(3):
+        runner.feed(event)
+    runner.advance(MON + round(kept_at_day * D))
+    assert (0, f"{SITE}/m-1") in runner.states
+    if gone_at_day is not None:
+        runner.advance(MON + round(gone_at_day * D))
+        assert runner.states == {}
+        assert runner.next_deadline() is None
+    assert runner.errors == 0
+
+
+def test_a_forgotten_member_who_comes_back_is_learned_afresh() -> None:
+    back = 84  # a Monday, six days after being forgotten (day 18 + 60)
+    assert (back % 7, (back + 1) % 7) == (0, 1)
+    events = [*weeks_of(3), checkin(back, 9.0)]
+    # Learned afresh: one check-in is not a habit, so no alert the next Monday.
+    after = [a for a in run(events, back + 7.99) if a.time >= MON + back * D]
+    assert after == []
+    ctx = ConfigContext({SITE: CENTER}, {})
+    runner = OfflineRunner([NoShowDetector()], ctx)
+    for event in events:
+        runner.feed(event)
+    [state] = runner.states.values()
+    assert isinstance(state, MemberState)
+    assert sum(state.opp) == 0.0 and [m for m in state.times if m >= 0] == [9 * 60]
+    assert state.last_checkin == MON + back * D + 9 * H
+
+
+def test_min_rate_default_a_member_who_comes_on_60_percent_is_not_alerted() -> None:
+    """3 of 5 Mondays: staying home is usual for them, so a no-show is no news."""
+    events = [checkin(w * 7, 9.0) for w in (0, 1, 3, 5, 6, 8)]  # 6 of 9 Mondays
+    assert [a for a in run(events, 9 * 7 + 0.99) if a.action == "raise"] == []
+    at_60 = run(events, 9 * 7 + 0.99, options={"min_rate": 0.6})
+    assert [a.action for a in at_60].count("raise") >= 1  # the old default alerted

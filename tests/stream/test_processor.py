@@ -572,3 +572,50 @@ def test_every_alert_transition_is_its_own_influx_point(
     times = [int(line.rsplit(" ", 1)[1]) for line in points]
     assert times == sorted(times) and times[0] == T0 + 5000  # in order, barely moved
     assert times[-1] - (T0 + 600_000) < 10
+
+
+class Mayfly(Detector[Seen]):
+    """A partition per door that expires when its timer fires, or on a 'gone' event."""
+
+    name: ClassVar[str] = "mayfly"
+    state_type: ClassVar[type[msgspec.Struct]] = Seen
+
+    def key(self, event: Event) -> str | None:
+        return event.device if event.kind == "door" else None
+
+    def initial_state(self, key: str) -> Seen:
+        return Seen()
+
+    def step(
+        self, state: Seen, event: Event, ctx: DetectorContext
+    ) -> tuple[Seen, list[AlertSignal]]:
+        gone = event.values.get("gone") is True
+        return Seen(["gone" if gone else str(event.time + 600_000)]), []
+
+    def deadline(self, state: Seen) -> int | None:
+        return int(state.events[0]) if state.events and state.events[0].isdigit() else None
+
+    def tick(self, state: Seen, now: int, ctx: DetectorContext) -> tuple[Seen, list[AlertSignal]]:
+        return Seen(["gone"]), []
+
+    def expired(self, state: Seen) -> bool:
+        return state.events == ["gone"]
+
+
+def test_an_expired_partition_is_deleted_after_step_and_after_tick(
+    config: StreamConfig, store: StateStore
+) -> None:
+    proc = Processor(config, store, ManualClock(T0), [Mayfly()])
+
+    def door(seq: int, device: str, t: int, values: dict[str, Any]) -> bytes:
+        event = ev(seq, "contact", kind="door", resident=None, device=device, t=t, values=values)
+        return encode_batch([event])
+
+    proc.handle_message(TOPIC, door(1, "d1", 0, {}))
+    proc.handle_message(TOPIC, door(2, "d2", 0, {}))
+    assert [k for k, _, _ in store.partitions("mayfly")] == ["d1", "d2"]
+    proc.handle_message(TOPIC, door(3, "d2", 1000, {"gone": True}))
+    assert [k for k, _, _ in store.partitions("mayfly")] == ["d1"]  # deleted after step
+    assert proc.run_due(T0 + 600_000) == 1
+    assert store.partitions("mayfly") == []  # deleted after tick, timer and all
+    assert proc.next_deadline() is None
