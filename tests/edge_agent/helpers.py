@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,8 @@ class Collector:
         self.events: list[Event] = []
         self.status: list[str] = []
         self.health: list[dict[str, Any]] = []
+        #: The seqs of each events message, in arrival order (one entry per batch).
+        self.batches: list[tuple[int, ...]] = []
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._id = f"collector-{uuid.uuid4().hex[:8]}"
@@ -115,7 +117,9 @@ class Collector:
                         topic = str(msg.topic)
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         if topic.endswith("/events"):
-                            self.events.extend(decode_batch(payload))
+                            batch = decode_batch(payload)
+                            self.events.extend(batch)
+                            self.batches.append(tuple(e.seq for e in batch))
                         elif topic.endswith("/status"):
                             self.status.append(payload.decode())
                         elif topic.endswith("/health"):
@@ -164,9 +168,12 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(config_path: Path) -> AsyncIterator[Agent]:
-    """The agent in this process (stopped cleanly at the end)."""
-    agent = Agent(load_config(config_path))
+async def running_agent(config_path: Path, **agent_kwargs: Any) -> AsyncIterator[Agent]:
+    """The agent in this process (stopped cleanly at the end).
+
+    ``agent_kwargs`` go to :class:`Agent` (e.g. ``clock_factory`` for a fake clock).
+    """
+    agent = Agent(load_config(config_path), **agent_kwargs)
     task = asyncio.create_task(agent.run())
     ready = asyncio.ensure_future(agent.ready.wait())
     await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
@@ -226,6 +233,34 @@ class AgentProcess:
     def log(self) -> str:
         """What the agent logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def paused(broker: Any) -> Iterator[None]:
+    """SIGSTOP ``broker`` for the block: its connections stay open, but it reads nothing,
+    so a client's PUBLISH waits in the socket and no PUBACK comes back (SIGCONT after)."""
+    pid = broker.pid
+    assert pid is not None, "the broker is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def unread_by(broker: Any) -> int:
+    """Bytes that clients sent to ``broker`` and it has not read yet (Linux).
+
+    The receive queues of the broker's established connections in ``/proc/net/tcp``:
+    while the broker is :func:`paused`, this grows exactly when a client publishes.
+    """
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.partition(":")[2], 16) == broker.port:
+            total += int(queues.partition(":")[2], 16)
+    return total
 
 
 def z2m_door(
