@@ -63,6 +63,7 @@ from stream.detectors.sitetime import (
     OpeningCalendar,
     device_config,
     duration_ms,
+    fmt_duration,
     weekday_of_day,
 )
 
@@ -351,19 +352,20 @@ class OccupancyDetector(Detector[OccupancyState]):
         lt: LocalTime,
     ) -> list[AlertSignal]:
         hour, day = slot % 24, slot // 24
+        alerts: list[AlertSignal] = []
+        # A local hour is not always an hour long: when the clocks go back it lasts two,
+        # when they go forward it does not exist. Counts are judged and learned per hour.
+        start, end = lt.slot_start(slot), lt.slot_start(slot + 1)
+        if end <= start:
+            return alerts  # skipped by the clocks: nobody could come in during it
+        rate = count * HOUR_MS / (end - start)
         index = hour + (24 if weekday_of_day(day) >= 5 else 0)
         is_open = calendar.is_open(day, hour * 60) if calendar.configured else True
-        alerts: list[AlertSignal] = []
         trusted = state.weight[index] >= self.min_weeks
         limit = self._high_limit(state, index) if trusted else None
-        if state.high and (not is_open or limit is None or count <= limit):
+        if state.high and (not is_open or limit is None or rate <= limit):
             state.high = False
-            start, end = lt.at(day, hour * 60), lt.at(day, hour * 60 + 60)
-            what = (
-                f"{count} people entered between {lt.hhmm(start)} and {lt.hhmm(end)}"
-                if is_open
-                else "the site is closed"
-            )
+            what = _entered(count, start, end, lt) if is_open else "the site is closed"
             alerts.append(
                 _ops(
                     FOOTFALL_HIGH,
@@ -376,23 +378,22 @@ class OccupancyDetector(Detector[OccupancyState]):
             )
         if not is_open:
             return alerts
-        learned = count
+        learned = rate
         if limit is not None:
-            if count > limit and self.alert_high and not state.high:
+            if rate > limit and self.alert_high and not state.high:
                 state.high = True
-                alerts.append(self._high(state, index, count, day, hour, lt))
+                alerts.append(self._high(state, index, count, (start, end), lt))
             # Learned only up to two spreads above the usual (a Huber-like clip): one
             # crowd hardly moves the usual or its spread, while a lasting change (a new
             # activity every morning) is still learned, within a few weeks.
-            learned = min(count, round(state.mean[index] + 2 * self._floored_sd(state, index)))
+            learned = min(rate, state.mean[index] + 2 * self._floored_sd(state, index))
         expected = state.mean[index] if trusted else 0.0
         if count == 0 and expected >= self.min_expected:
             if state.quiet == 0:
-                state.quiet_since = lt.at(day, hour * 60)
+                state.quiet_since = start
             state.quiet += 1
             if state.quiet >= self.quiet_hours and not state.anomaly:
                 state.anomaly = True
-                end = state.quiet_since + state.quiet * HOUR_MS
                 alerts.append(
                     _ops(
                         FOOTFALL,
@@ -432,20 +433,24 @@ class OccupancyDetector(Detector[OccupancyState]):
             mean * self.high_factor, mean + self.high_min_excess, mean + self.high_sigma * sd
         )
 
-    def _high(  # noqa: PLR0917 - one hour's facts
-        self, state: OccupancyState, index: int, count: int, day: int, hour: int, lt: LocalTime
+    def _high(
+        self,
+        state: OccupancyState,
+        index: int,
+        count: int,
+        hour: tuple[int, int],
+        lt: LocalTime,
     ) -> AlertSignal:
         mean, sd = state.mean[index], self._spread(state, index)
         low, high = max(0, round(mean - 2 * sd)), round(mean + 2 * sd)
         usual = f"{low}-{high}" if high > low else f"about {round(mean)}"
-        start, end = lt.at(day, hour * 60), lt.at(day, hour * 60 + 60)
+        start, end = hour
         return _ops(
             FOOTFALL_HIGH,
             state.site,
             state.site,
             end,
-            f"{count} people entered between {lt.hhmm(start)} and {lt.hhmm(end)}, "
-            f"usually {usual} at this hour",
+            f"{_entered(count, start, end, lt)}, usually {usual} at this hour",
             details={
                 "count": count,
                 "usual_mean": round(mean, 1),
@@ -519,8 +524,7 @@ class OccupancyDetector(Detector[OccupancyState]):
         self, state: OccupancyState, now: int, ctx: DetectorContext, lt: LocalTime
     ) -> None:
         # Next hour boundary (closes the hour, and covers midnight and closing time).
-        next_slot = lt.slot(now) + 1
-        state.due = next_slot * HOUR_MS - lt.offset_ms(now)
+        state.due = lt.slot_start(lt.slot(now) + 1)
         calendar = self._calendar(ctx, state.site)
         day = lt.day(now)
         span = calendar.span(day) if calendar.configured else None
@@ -543,6 +547,12 @@ class OccupancyDetector(Detector[OccupancyState]):
             calendar = OpeningCalendar({}, site)
         self._calendars[site] = (id(config), calendar)
         return calendar
+
+
+def _entered(count: int, start: int, end: int, lt: LocalTime) -> str:
+    """``142 people entered between 09:00 and 10:00`` (says so when it was not 1 h)."""
+    span = "" if end - start == HOUR_MS else f" in the {fmt_duration(end - start)}"
+    return f"{count} people entered{span} between {lt.hhmm(start)} and {lt.hhmm(end)}"
 
 
 def _count(value: Any) -> int:

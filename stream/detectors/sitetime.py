@@ -142,6 +142,26 @@ class LocalTime:
         # The offset at the result may differ from the one at the guess (DST change).
         return guess - self.offset_ms(utc)
 
+    def slot_start(self, slot: int) -> int:
+        """ms UTC at which local hour ``slot`` begins.
+
+        When the clocks go back, the repeated local hour begins at its first occurrence
+        (it lasts two hours); when they go forward, the skipped hour begins where the next
+        one does (it lasts nothing).
+        """
+        t = self.at(slot // 24, (slot % 24) * 60)
+        # In a gap or an overlap at() may land an hour off: step to the first instant
+        # whose local slot is ``slot`` or later (slots never decrease as time goes on).
+        for _ in range(3):
+            if self.slot(t - HOUR_MS) < slot:
+                break
+            t -= HOUR_MS
+        for _ in range(3):
+            if self.slot(t) >= slot:
+                break
+            t += HOUR_MS
+        return t
+
     def hhmm(self, ms: int) -> str:
         """``HH:MM`` local."""
         minute = self.minute_of_day(ms)
