@@ -21,6 +21,13 @@ When it alerts
     "no door or motion activity at home since 09:40 (3 h 5 min), usually under 1 h 50 min
     at this time of day". It clears when activity resumes.
 
+Evenings: bedtime or not
+    An evening silence near bedtime looks like a night. The detector also learns where
+    (placement, else device) the resident's nights start (``bedtime_places``): a silence
+    starting in ``evening`` at a place where almost none of their nights started, with no
+    activity at their usual bedtime place just before it (see :func:`_not_bedtime`), is
+    judged by day limits against the quiet periods of that hour that were not nights.
+
 What counts as activity
     A door opening or closing (a change of ``contact`` / ``open``), motion
     (``occupancy: true``), a face-terminal check-in, an SOS press, and a pendant heartbeat
@@ -119,6 +126,17 @@ FAR_WEIGHT = 0.4
 #: Quiet periods at least this long (minutes) are taken as sleep, which ends at a time of
 #: day: see _compute_limit.
 ANCHORED_MIN = 240
+#: Where nights start (see InactivityOptions.bedtime_places): decay of the per-place night
+#: counts per night learned, nights needed, and the shares of nights that make a place
+#: one nights "never" start from (RARE) or the usual bedtime place (USUAL).
+NIGHT_PLACE_DECAY = 0.95
+NIGHT_PLACE_MIN = 10.0
+NIGHT_PLACE_RARE = 0.05
+NIGHT_PLACE_USUAL = 0.25
+#: Activity at the usual bedtime place this shortly before a silence: the night has begun
+#: (a trip to the bathroom after going to bed passes the bedroom).
+BEDTIME_WINDOW_MS = 10 * MINUTE_MS
+MAX_PLACES = 16
 
 HOME, OUT, ALIVE = "home", "out", "alive"
 
@@ -145,6 +163,11 @@ class InactivityOptions:
     neighbour_weight: float = 0.5
     #: Quiet periods starting in this local span use the night limits.
     night: tuple[int, int] = (19 * 60, 8 * 60)
+    #: Learn where (placement) this person's nights start; an evening silence that starts
+    #: elsewhere, with no activity at the bedtime place just before it, is not bedtime and
+    #: is judged like a daytime one. Nights are learned starting in ``evening``.
+    bedtime_places: bool = True
+    evening: tuple[int, int] = (18 * 60, 2 * 60)
     #: Not back home by this local time (minutes after midnight) ...
     not_back_by: int = 22 * 60
     #: ... but never sooner than this after leaving, and at the latest after away_limit.
@@ -173,7 +196,7 @@ class InactivityOptions:
                     f"unknown option (allowed: {', '.join(sorted(known))})", path=option
                 )
             current = getattr(base, name)
-            if name == "night":
+            if name in ("night", "evening"):
                 changes[name] = span_min(value, option)
             elif name == "not_back_by":
                 changes[name] = time_of_day_min(value, option)
@@ -209,9 +232,16 @@ class InactivityOptions:
 
     def is_night(self, hour: int) -> bool:
         """True when a quiet period starting at local ``hour`` is judged by night limits."""
-        start, end = self.night
-        minute = hour * 60
-        return start <= minute < end if start <= end else minute >= start or minute < end
+        return _in_span(self.night, hour * 60)
+
+    def is_evening(self, hour: int) -> bool:
+        """True when a quiet period starting at local ``hour`` may be going to bed."""
+        return _in_span(self.evening, hour * 60)
+
+
+def _in_span(span: tuple[int, int], minute: int) -> bool:
+    start, end = span
+    return start <= minute < end if start <= end else minute >= start or minute < end
 
 
 class Quiet(msgspec.Struct, kw_only=True):
@@ -220,6 +250,12 @@ class Quiet(msgspec.Struct, kw_only=True):
     #: Last activity, ms UTC (0: none yet), and what it was ("motion (kitchen)").
     last: int = 0
     last_what: str = ""
+    #: Where the last activity was (placement, else device; "" for a pendant).
+    last_where: str = ""
+    #: Decayed count of the nights that started at each place, and the last activity at
+    #: the usual bedtime place (ms UTC).
+    night_from: dict[str, float] = msgspec.field(default_factory=dict)
+    bed_at: int = 0
     #: > 0: the last activity left the home (front door, check-in) at this time.
     away: int = 0
     #: Local days with learned quiet periods, and the last of them.
@@ -331,6 +367,9 @@ class InactivityDetector(Detector[InactivityState]):
         if r.last > 0:
             self._learn(r, r.last, t, lt, opts=opts, ctx=ctx, resident=resident)
         r.last, r.last_what = t, label
+        r.last_where = "" if what == ALIVE else (placement or event.device)
+        if r.last_where and _night_share(r, r.last_where) >= NIGHT_PLACE_USUAL:
+            r.bed_at = t
         if what != ALIVE and event.reading != "checkin":
             _remember(r.gateways, event.gateway, MAX_GATEWAYS)
             _remember(r.devices, event.device, MAX_DEVICES)
@@ -426,7 +465,15 @@ class InactivityDetector(Detector[InactivityState]):
                 continue
             alerts.append(
                 self._raise(
-                    state.site, resident, r, now, lt=lt, limit=limit, usual=usual, learned=learned
+                    state.site,
+                    resident,
+                    r,
+                    now,
+                    lt=lt,
+                    opts=opts,
+                    limit=limit,
+                    usual=usual,
+                    learned=learned,
                 )
             )
             r.alert = CONDITION
@@ -453,6 +500,13 @@ class InactivityDetector(Detector[InactivityState]):
             return
         slot = lt.slot(start)
         minutes = max(1, round(length / MINUTE_MS))
+        if minutes >= ANCHORED_MIN and r.last_where and opts.is_evening(slot % 24):
+            # A night began at r.last_where: remember where this person goes to bed.
+            for place in r.night_from:
+                r.night_from[place] *= NIGHT_PLACE_DECAY
+            r.night_from[r.last_where] = r.night_from.get(r.last_where, 0.0) + 1.0
+            if len(r.night_from) > MAX_PLACES:
+                del r.night_from[min(r.night_from, key=r.night_from.__getitem__)]
         if slot == r.pend_slot:
             r.pend_min = max(r.pend_min, minutes)
             return
@@ -495,21 +549,25 @@ class InactivityDetector(Detector[InactivityState]):
         """(limit, usual, learned) for the current quiet period of ``r``, in ms."""
         hour = lt.hour(r.last)
         today = lt.day(r.last)
+        awake = _not_bedtime(r, hour, opts)
         cache_key = (site, resident)
-        stamp = (hour, today, r.commits, r.days, id(opts))
+        stamp = (hour, today, r.commits, r.days, id(opts), awake)
         cached = self._limit_cache.get(cache_key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        result = self._compute_limit(r, hour, today, opts)
+        result = self._compute_limit(r, hour, today, opts, awake=awake)
         if len(self._limit_cache) > 100_000:
             self._limit_cache.clear()
         self._limit_cache[cache_key] = (stamp, result)
         return result
 
     def _compute_limit(
-        self, r: Quiet, hour: int, today: int, opts: InactivityOptions
+        self, r: Quiet, hour: int, today: int, opts: InactivityOptions, *, awake: bool = False
     ) -> tuple[int, int, bool]:
-        night = opts.is_night(hour)
+        """``awake``: an evening silence that is not going to bed (see _not_bedtime):
+        judged by day limits against the quiet periods of those hours that were not nights.
+        """
+        night = opts.is_night(hour) and not awake
         default = opts.default_night_limit if night else opts.default_day_limit
         cap = opts.night_cap if night else opts.day_cap
         if r.days < opts.min_history_days:
@@ -523,6 +581,10 @@ class InactivityDetector(Detector[InactivityState]):
             total += weight * r.count[h] * decay
             for i in range(h * K, h * K + K):
                 minutes = r.top_min[i]
+                if minutes >= ANCHORED_MIN and awake:
+                    # Not bedtime: nights are not what this silence is compared with.
+                    total -= weight * self._decay ** max(0, today - r.top_day[i])
+                    continue
                 if minutes:
                     # A long quiet period (a night) ends at a time of day rather than after
                     # a duration: had it started ``offset`` hours earlier it would have
@@ -582,6 +644,7 @@ class InactivityDetector(Detector[InactivityState]):
         now: int,
         *,
         lt: LocalTime,
+        opts: InactivityOptions,
         limit: int,
         usual: int,
         learned: bool,
@@ -589,11 +652,17 @@ class InactivityDetector(Detector[InactivityState]):
         since = _since(r.last, now, lt)
         silent = fmt_duration(now - r.last)
         words = _sensor_words(r.kinds)
+        awake = _not_bedtime(r, lt.hour(r.last), opts)
         if learned:
             reason = (
                 f"no {words} activity at home since {since} ({silent}), "
                 f"usually under {fmt_duration(usual)} at this time of day"
             )
+            if awake:
+                reason += (
+                    f" when not going to bed (the last activity was {r.last_what}, "
+                    "not where this person goes to bed)"
+                )
         else:
             reason = (
                 f"no {words} activity at home since {since} ({silent}); "
@@ -615,6 +684,7 @@ class InactivityDetector(Detector[InactivityState]):
                 "silent_min": (now - r.last) // MINUTE_MS,
                 "limit_min": limit // MINUTE_MS,
                 "usual_min": usual // MINUTE_MS if learned else None,
+                "not_bedtime": awake,
                 "learned": learned,
                 "history_days": r.days,
             },
@@ -793,6 +863,29 @@ def _unseen_due(r: Quiet, opts: InactivityOptions) -> int:
     if r.unseen or opts.unknown_limit <= 0 or r.last <= 0 or not _home_sensors(r):
         return 0
     return r.unknown + opts.unknown_limit
+
+
+def _night_share(r: Quiet, place: str) -> float:
+    """Share of this person's recent nights that started at ``place`` (0 when unknown)."""
+    total = sum(r.night_from.values())
+    return r.night_from.get(place, 0.0) / total if total > 0 else 0.0
+
+
+def _not_bedtime(r: Quiet, hour: int, opts: InactivityOptions) -> bool:
+    """True when the current silence, starting in the evening, is not going to bed.
+
+    It started at a place where this person's nights (at least NIGHT_PLACE_MIN of them,
+    decayed) almost never start, and there was no activity at their usual bedtime place
+    in the BEDTIME_WINDOW_MS before it: someone who sat down in the kitchen at 20:00 and
+    stays silent has not gone to bed.
+    """
+    if not opts.bedtime_places or not r.last_where or not opts.is_evening(hour):
+        return False
+    if sum(r.night_from.values()) < NIGHT_PLACE_MIN:
+        return False
+    if _night_share(r, r.last_where) >= NIGHT_PLACE_RARE:
+        return False
+    return not (r.bed_at and r.last - r.bed_at <= BEDTIME_WINDOW_MS)
 
 
 def _home_sensors(r: Quiet) -> bool:

@@ -411,3 +411,104 @@ def test_restart_from_stored_state_gives_the_same_alerts(cut_day: int) -> None:
     got += second.advance(until)
     assert got == expected
     assert [a.action for a in expected if a.condition == CONDITION][-1] == "raise"
+
+
+# --- evenings: going to bed, or silent in the kitchen ------------------------------------------
+DEVICES_WITH_BEDROOM = {
+    **DEVICES,
+    "pir-bedroom": {"placement": "bedroom"},
+    "pir-bathroom": {"placement": "bathroom"},
+}
+
+
+OCCUPIED = {"occupancy": True}
+
+
+def evening_history(cut_h: float | None = None, *then: tuple[float, str]) -> list[Event]:
+    """15 days up 07:00-21:00 (kitchen motion every 20 min), to bed at 21:00 through the
+    bedroom; cut after ``cut_h`` hours, then motion at (hours, device) ``then``."""
+    mk = Maker()
+    events = []
+    for day in range(15):
+        t = day * 24 + 7.0
+        while t < day * 24 + 20.9:
+            events.append(mk.motion(t))
+            t += 1 / 3
+        events.append(
+            mk.event(day * 24 + 21.0, "motion", "occupancy", OCCUPIED, device="pir-bedroom")
+        )
+    if cut_h is not None:
+        events = [e for e in events if e.time <= T0 + cut_h * H]
+    return events + [
+        mk.event(hours, "motion", "occupancy", OCCUPIED, device=device) for hours, device in then
+    ]
+
+
+DAY15 = 14 * 24
+EVENING_CASES = [
+    (
+        "silent in the kitchen from 20:20, before bedtime: found after the day's 1.5 h",
+        evening_history(DAY15 + 20.4),
+        {},
+        DAY15 + 36,
+        [("raise", CONDITION, DAY15 + 21.83)],
+    ),
+    (
+        "the same with bedtime_places off: judged as a night, found next morning",
+        evening_history(DAY15 + 20.4),
+        {"bedtime_places": False},
+        DAY15 + 36,
+        [("raise", CONDITION, DAY15 + 34.33)],
+    ),
+    (
+        "to bed through the bedroom as usual: no alarm over the night",
+        evening_history(),
+        {},
+        DAY15 + 30.9,
+        [],
+    ),
+    (
+        "to bed an hour early, through the bedroom: no alarm",
+        evening_history(DAY15 + 19.9, (DAY15 + 20.0, "pir-bedroom")),
+        {},
+        DAY15 + 30.9,
+        [],
+    ),
+    (
+        "a bathroom trip after going to bed is part of the night",
+        evening_history(None, (DAY15 + 21.5, "pir-bedroom"), (DAY15 + 21.52, "pir-bathroom")),
+        {},
+        DAY15 + 30.9,
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "options", "until_h", "expected"),
+    [c[1:] for c in EVENING_CASES],
+    ids=[c[0] for c in EVENING_CASES],
+)
+def test_evening_silence_is_not_bedtime_when_it_starts_elsewhere(
+    events: list[Event],
+    options: dict[str, Any],
+    until_h: float,
+    expected: list[tuple[str, str, float]],
+) -> None:
+    alerts = run(events, until_h, options=options, site={"devices": DEVICES_WITH_BEDROOM})
+    assert summary([a for a in alerts if a.time >= T0 + (DAY15 + 12) * H]) == expected
+
+
+def test_evening_silence_reason_says_it_is_not_bedtime() -> None:
+    events = evening_history(DAY15 + 20.4)
+    [alert] = [
+        a
+        for a in run(events, DAY15 + 23, site={"devices": DEVICES_WITH_BEDROOM})
+        if a.time >= T0 + DAY15 * H
+    ]
+    assert alert.reason == (
+        "no motion activity at home since 20:20 (1 h 30 min), usually under 20 min at this "
+        "time of day when not going to bed (the last activity was motion (kitchen), not "
+        "where this person goes to bed)"
+    )
+    assert alert.details["not_bedtime"] is True
