@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,7 +130,10 @@ class Central:
     def __init__(self, broker: MosquittoService) -> None:
         self.broker = broker
         self.events: list[Event] = []
-        self.status: list[tuple[float, str]] = []  # (time.monotonic(), payload)
+        # (time.monotonic(), payload, retained): a retained copy is what the broker hands
+        # a new subscription (after every broker restart, the previous run's ``online``),
+        # not something the agent just published.
+        self.status: list[tuple[float, str, bool]] = []
         self.health: list[dict[str, Any]] = []
         self._numbered: list[tuple[Event, tuple[str, int]]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each numbered arrival
@@ -170,7 +174,7 @@ class Central:
                             self.events.extend(batch)
                             self._number(batch)
                         elif topic.endswith("/status"):
-                            self.status.append((time.monotonic(), payload.decode()))
+                            self.status.append((time.monotonic(), payload.decode(), msg.retain))
                         elif topic.endswith("/health"):
                             self.health.append(json.loads(payload))
                         self.changed.set()
@@ -189,6 +193,18 @@ class Central:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
         return True
+
+    def online_after(self, index: int) -> float | None:
+        """Arrival time of the first live (not retained) ``online`` in ``status[index:]``.
+
+        While this subscriber is away its persistent session queues what the agent
+        publishes, delivered later with the retain flag clear, so a late reconnect of the
+        subscriber makes the time an upper bound, never a stale retained copy.
+        """
+        for t, payload, retained in self.status[index:]:
+            if payload == "online" and not retained:
+                return t
+        return None
 
     def sources_up(self) -> bool:
         """The agent's last heartbeat shows every source open and reading."""
@@ -213,6 +229,26 @@ class Central:
     def n_numbered(self) -> int:
         """How many numbered events arrived (duplicates included)."""
         return len(self._numbered)
+
+
+def queued(db: Path) -> int:
+    """Events waiting in the agent's queue file (a read-only look while it runs)."""
+    return queue_state(db)[1]
+
+
+def queue_state(db: Path) -> tuple[int, int]:
+    """(next sequence number, events waiting) from the agent's queue file, read-only.
+
+    The next sequence number advances with every committed event, so its growth is the
+    rate at which the agent takes events in, whatever it has sent.
+    """
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        depth = con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return (int(row[0]) if row else 1), int(depth)
+    finally:
+        con.close()
 
 
 def door_sims(site: MosquittoService, n: int, qos: int = 1) -> list[Zigbee2MqttSimulator]:

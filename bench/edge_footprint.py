@@ -7,10 +7,16 @@ prints, for 50 simulated devices:
    devices report at realistic rates (46 Zigbee2MQTT doors and motion sensors, 2
    pendants on a serial RF receiver on a PTY, 2 footfall counters polled over Modbus RTU
    every 10 s);
-2. ``forward``: the highest site MQTT rate it forwards with nothing lost: a burst of
-   numbered Zigbee2MQTT messages (QoS 1) from a fast publisher, end to end to the
-   central subscriber (rate = messages / (last arrival - first publish));
-3. ``drain``: with the central broker stopped, a backlog of 100,000 events is queued on
+2. ``forward``: how fast it pulls a backlog from the site broker: numbered Zigbee2MQTT
+   messages (QoS 1) queued at the site broker while the agent was stopped, rate from the
+   first to the last arrival at the central subscriber;
+3. ``live``: sustained forwarding while the devices publish: paced paho publishers in
+   separate processes send numbered Zigbee2MQTT messages (QoS 1) at each ``--live-rate``
+   for ``--live-s`` seconds; per step the offered rate, the rate the site broker
+   acknowledged (the publishers share the machine's cores and may be the limit), the
+   rate arriving at the central subscriber, what was still on its way when publishing
+   stopped (held by the site broker: backpressure), the messages lost and the agent's CPU;
+4. ``drain``: with the central broker stopped, a backlog of 100,000 events is queued on
    disk; the broker is started again and the rate at which the backlog arrives at the
    central subscriber is measured, together with the delay from the broker's start to
    the agent's ``online``.
@@ -22,24 +28,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from multiprocessing.queues import Queue as MpQueue
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import yaml
 from _edge import (
     AgentProcess,
     Central,
-    MosquittoService,
     door_sims,
     log,
+    queue_state,
+    queued,
 )
+from paho.mqtt.enums import CallbackAPIVersion
 
+from carewatch.services import MosquittoService
 from device_profiles.profiles import ProfileRegistry
 from simulators.footfall_modbus import FootfallModbusSimulator
 from simulators.pendant_serial import PendantSerialSimulator
@@ -62,6 +75,20 @@ def cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     parts = stat[stat.rindex(")") + 2 :].split()
     return (int(parts[11]) + int(parts[12])) / TICK
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a core (schedstat).
+
+    On a shared machine this tells a starved agent from a slow one.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # a thread that just ended
+    return total / 1e9
 
 
 def config(  # noqa: PLR0917
@@ -122,7 +149,7 @@ class Publisher:
     """A fast paho publisher (its own network thread), QoS 1, optionally paced."""
 
     def __init__(self, site: MosquittoService) -> None:
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(site.host, site.port)
@@ -178,13 +205,173 @@ async def settle(col: Central, expected: set[tuple[str, int]], limit_s: float = 
         await asyncio.sleep(0.2)
 
 
-def queued(db: Path) -> int:
-    """Events waiting in the agent's queue file (read-only look)."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(con.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    finally:
-        con.close()
+LIVE_INFLIGHT = 100  # QoS 1 publishes awaiting the site broker's PUBACK, per publisher
+LIVE_OUTSTANDING = 5000  # published but not acknowledged: above this the publisher waits
+LIVE_CHECK_EVERY = 20  # messages between pacing checks
+
+
+def live_publisher(  # noqa: PLR0917
+    host: str,
+    port: int,
+    client_id: str,
+    messages: list[tuple[str, bytes]],
+    rate: float,
+    go: MpEvent,
+    start_at: Synchronized[float],
+    out: MpQueue[tuple[str, dict[str, float]]],
+) -> None:
+    """Child process: publish ``messages`` (QoS 1) at ``rate`` per second from ``start_at``.
+
+    paho without its network thread: publishing and reading PUBACKs in one thread avoids
+    the lock hand-offs that cap a threaded client at a few thousand messages a second on
+    this machine. It reports what it achieved: the PUBACK count and times, and how far it
+    fell behind its schedule (the offered rate is a target, not a result).
+    """
+    acked = 0
+    last_ack = 0.0
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked, last_ack
+        acked += 1
+        last_ack = time.monotonic()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_inflight_messages_set(LIVE_INFLIGHT)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect(host, port)
+    while not client.is_connected():
+        client.loop(0.1)
+    out.put(("ready", {}))
+    go.wait(60)
+    start = start_at.value
+    while (ahead := start - time.monotonic()) > 0:
+        client.loop(ahead)
+    cpu0 = time.process_time()
+    behind = 0.0
+    for i, (topic, payload) in enumerate(messages):
+        if i % LIVE_CHECK_EVERY == 0:
+            client.loop(0)  # read PUBACKs, send what waits for a free in-flight slot
+            while i - acked > LIVE_OUTSTANDING:  # the site broker itself is behind
+                client.loop(0.005)
+            ahead = start + i / rate - time.monotonic()
+            while ahead > 0:
+                client.loop(ahead)
+                ahead = start + i / rate - time.monotonic()
+            behind = max(behind, -ahead)
+        client.publish(topic, payload, qos=1)
+    published = time.monotonic()
+    while acked < len(messages) and time.monotonic() < published + 60:
+        client.loop(0.01)
+    cpu = time.process_time() - cpu0
+    client.disconnect()
+    out.put(
+        (
+            "done",
+            {
+                "n": len(messages),
+                "acked": acked,
+                "last_publish": published,
+                "last_ack": last_ack,
+                "behind_s": behind,
+                "cpu_s": cpu,
+            },
+        )
+    )
+
+
+async def live_step(  # noqa: PLR0917
+    site: MosquittoService,
+    col: Central,
+    pid: int,
+    db: Path,
+    messages: list[tuple[str, bytes]],
+    expected: set[tuple[str, int]],
+    rate: float,
+    publishers: int,
+    limit_s: float,
+) -> dict[str, Any]:
+    """Offer ``messages`` at ``rate`` through ``publishers`` processes; figures of the step."""
+    ctx = mp.get_context("spawn")  # no fork of this process's threads and event loop
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    out: MpQueue[tuple[str, dict[str, float]]] = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=live_publisher,
+            args=(
+                site.host,
+                site.port,
+                f"bench-live-{j}",
+                messages[j::publishers],
+                rate / publishers,
+                go,
+                start_at,
+                out,
+            ),
+            daemon=True,
+        )
+        for j in range(publishers)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        await asyncio.to_thread(out.get, True, 60)  # "ready": connected to the site broker
+    before = col.n_numbered
+    start = time.monotonic() + 0.2
+    start_at.value = start
+    cpu0, wait0 = cpu_s(pid), runqueue_wait_s(pid)
+    samples = [(time.monotonic(), *await asyncio.to_thread(queue_state, db))]
+    sampler = asyncio.create_task(_sample_queue(db, samples))
+    go.set()
+    done = [(await asyncio.to_thread(out.get, True, limit_s))[1] for _ in procs]
+    for proc in procs:
+        await asyncio.to_thread(proc.join, 10)
+    n = len(messages)
+    complete = await col.wait(lambda: col.n_numbered - before >= n, limit_s)
+    cpu, waited = cpu_s(pid) - cpu0, runqueue_wait_s(pid) - wait0
+    sampler.cancel()
+    arrivals = col.arrivals[before:]
+    lost = await settle(col, expected)
+    last_publish = max(d["last_publish"] for d in done)
+    acked = sum(d["acked"] for d in done)
+    last_ack = max(d["last_ack"] for d in done)
+    end = arrivals[-1] if arrivals else time.monotonic()
+    hwm = rss_kb(pid)[1]
+    published_rate = acked / max(1e-9, last_ack - start)
+    # Where the messages not yet arrived were when publishing stopped: not yet taken in by
+    # the agent (so still at the site broker: backpressure), or in the agent's disk queue.
+    seq0 = samples[0][1]
+    _, seq_end, depth_end = min(samples, key=lambda x: abs(x[0] - last_publish))
+    return {
+        "offered_msg_s": rate,
+        "published_msg_s": round(published_rate),
+        "publisher_behind_s": round(max(d["behind_s"] for d in done), 2),
+        "publisher_cpu_pct_of_core": round(
+            sum(d["cpu_s"] for d in done) / max(1e-9, last_ack - start) * 100
+        ),
+        "central_msg_s": round(len(arrivals) / max(1e-9, end - start)),
+        "on_the_way_at_end": n - sum(1 for t in arrivals if t <= last_publish),
+        "site_backlog_at_end": max(0, acked - (seq_end - seq0)),
+        "in_agent_queue_at_end": depth_end,
+        "agent_queue_max": max(d for _, _, d in samples),
+        "last_arrival_after_s": round(end - last_publish, 2),
+        "lost": lost,
+        "complete": complete,
+        "agent_cpu_pct_of_core": round(cpu / max(1e-9, end - start) * 100),
+        "agent_runqueue_wait_pct": round(waited / max(1e-9, end - start) * 100),
+        "messages": n,
+        "acked_by_site": acked,
+        "peak_rss_mb": round(hwm / 1024, 1),
+    }
+
+
+async def _sample_queue(db: Path, out: list[tuple[float, int, int]]) -> None:
+    """Append (time, next seq, events waiting) of the agent's queue 10 times a second."""
+    while True:
+        seq, depth = await asyncio.to_thread(queue_state, db)
+        out.append((time.monotonic(), seq, depth))
+        await asyncio.sleep(0.1)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -280,11 +467,41 @@ async def main(args: argparse.Namespace) -> int:
         )
         print(f"forward: {results['forward']}", flush=True)
 
-        # 3. drain a 100,000-event backlog --------------------------------------------------
+        # 3. sustained live forwarding ------------------------------------------------------
+        # Messages published while the agent runs, at a fixed rate per step. Beyond what
+        # the agent forwards, the site broker keeps the rest for its session (backpressure):
+        # the figure to watch is lost=0, then how far behind the arrivals fall.
+        pid = agent.pid
+        offset = n_fwd
+        for rate in args.live_rate:
+            n_live = int(rate * args.live_s)
+            msgs, expected = numbered(sims, offset, n_live)
+            offset += n_live
+            log(
+                f"live: {rate:.0f} msg/s offered for {args.live_s:.0f} s "
+                f"({args.live_publishers} publisher processes)"
+            )
+            step = await live_step(
+                site,
+                col,
+                pid,
+                work / "queue.db",
+                msgs,
+                expected,
+                rate,
+                args.live_publishers,
+                args.timeout,
+            )
+            line = " ".join(f"{k}={v}" for k, v in step.items())
+            results[f"live {rate:.0f}"] = line
+            print(f"live: {line}", flush=True)
+            await asyncio.sleep(2)  # let the queue settle between steps
+
+        # 4. drain a 100,000-event backlog --------------------------------------------------
         n_drain = args.backlog
         log(f"drain: central broker down, queueing {n_drain} events")
         await asyncio.to_thread(central.stop)
-        msgs, expected = numbered(sims, n_fwd, n_drain)
+        msgs, expected = numbered(sims, offset, n_drain)
         t_in = time.monotonic()
         await asyncio.to_thread(pub.blast, msgs, args.backlog_rate)
         db = work / "queue.db"
@@ -302,7 +519,7 @@ async def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         ok = await col.wait(lambda: col.n_numbered - before >= n_drain, args.timeout)
         done = time.monotonic()
-        online = next((t for t, s in col.status[n_status:] if s == "online"), None)
+        online = col.online_after(n_status)
         drain_lost = await settle(col, expected)
         reconnect = (online - started) if online is not None else float("nan")
         drain_rate = n_drain / (done - (online or started))
@@ -338,6 +555,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--realistic-rate", type=float, default=5.0, help="msg/s in all (default 5)")
     p.add_argument("--realistic-s", type=float, default=30.0, help="seconds measured")
     p.add_argument("--forward", type=int, default=30000, help="burst size (default 30000)")
+    p.add_argument(
+        "--live-rate",
+        type=float,
+        nargs="+",
+        default=[2000.0, 5000.0, 8000.0],
+        help="offered rates of the live steps, msg/s (default 2000 5000 8000)",
+    )
+    p.add_argument("--live-s", type=float, default=10.0, help="seconds per live step")
+    p.add_argument("--live-publishers", type=int, default=2, help="publisher processes (default 2)")
     p.add_argument("--backlog", type=int, default=100000, help="backlog (default 100000)")
     p.add_argument("--backlog-rate", type=float, default=6000.0, help="publish rate, msg/s")
     p.add_argument("--timeout", type=float, default=180.0)
