@@ -66,6 +66,51 @@ def write_config(
     return path
 
 
+def door_config(prefix: str) -> dict[str, object]:
+    """The numbered Zigbee2MQTT door (``door-1``) that the fault tests drive."""
+    return {
+        "id": "door-1",
+        "profile": "aqara-mccgq11lm",
+        "mqtt": {"address": "hall", "base_topic": f"{prefix}/z2m"},
+    }
+
+
+async def produce(sim: Zigbee2MqttSimulator, n: int) -> None:
+    """Publish state message number ``n`` (0 <= n < 25856)."""
+    sim.state["battery"], sim.state["linkquality"] = divmod(n, 256)
+    await sim.report()
+
+
+def number(e: Event) -> int | None:
+    """The number :func:`produce` put into a door event (None for other events)."""
+    if e.reading != "contact" or e.device != "door-1":
+        return None
+    b, lq = e.values.get("battery"), e.values.get("linkquality")
+    assert isinstance(b, int) and isinstance(lq, int)
+    return b * 256 + lq
+
+
+def numbers(col: Collector) -> set[int]:
+    """Every door number the collector has seen."""
+    return {n for e in col.events if (n := number(e)) is not None}
+
+
+def door_agent_config(
+    tmp_path: Path, central: Any, site_broker: Any, prefix: str, **sections: Any
+) -> tuple[Any, str, Path]:
+    """(central, topic root, config path) of an agent reading the numbered door."""
+    root = f"{prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path,
+        central=central,
+        site_broker=site_broker,
+        root=root,
+        devices=[door_config(prefix)],
+        **sections,
+    )
+    return central, root, cfg
+
+
 class Collector:
     """A processor stand-in on the central broker: collects events, status and health.
 

@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from edge_agent.clock import BUILD_FLOOR_MS, Clock
-from tests.edge_agent.helpers import Collector, running_agent, write_config, z2m_door
-from tests.edge_agent.test_faults import door_config, number, numbers, produce
+from tests.edge_agent.helpers import (
+    Collector,
+    door_agent_config,
+    number,
+    numbers,
+    produce,
+    running_agent,
+    z2m_door,
+)
 from tests.harness.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,14 +63,11 @@ def ms() -> int:
 async def test_queued_events_are_corrected_when_the_clock_syncs(
     tmp_path: Path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
         clock={"trust": "auto"},
     )
     ntp = Ntp()

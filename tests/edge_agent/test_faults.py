@@ -14,36 +14,20 @@ import pytest
 
 from device_profiles.events import Event
 from edge_agent.queue import Draft
-from simulators.zigbee import Zigbee2MqttSimulator
-from tests.edge_agent.helpers import AgentProcess, Collector, running_agent, write_config, z2m_door
+from tests.edge_agent.helpers import (
+    AgentProcess,
+    Collector,
+    door_agent_config,
+    door_config,
+    number,
+    numbers,
+    produce,
+    running_agent,
+    write_config,
+    z2m_door,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def door_config(prefix: str) -> dict[str, object]:
-    return {
-        "id": "door-1",
-        "profile": "aqara-mccgq11lm",
-        "mqtt": {"address": "hall", "base_topic": f"{prefix}/z2m"},
-    }
-
-
-async def produce(sim: Zigbee2MqttSimulator, n: int) -> None:
-    """Publish state message number ``n`` (0 <= n < 25856)."""
-    sim.state["battery"], sim.state["linkquality"] = divmod(n, 256)
-    await sim.report()
-
-
-def number(e: Event) -> int | None:
-    if e.reading != "contact" or e.device != "door-1":
-        return None
-    b, lq = e.values.get("battery"), e.values.get("linkquality")
-    assert isinstance(b, int) and isinstance(lq, int)
-    return b * 256 + lq
-
-
-def numbers(col: Collector) -> set[int]:
-    return {n for e in col.events if (n := number(e)) is not None}
 
 
 def assert_in_seq_order(col: Collector) -> None:
@@ -56,14 +40,11 @@ def assert_in_seq_order(col: Collector) -> None:
 async def test_central_outage_loses_nothing_and_keeps_seq_order(
     tmp_path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
     )
     async with (
         Collector(central, root) as col,
@@ -92,14 +73,11 @@ async def test_central_outage_loses_nothing_and_keeps_seq_order(
 async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
     tmp_path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
         # "contact" counts as telemetry here so the cap has telemetry to drop
         queue={"max_bytes": 16000, "low_priority_readings": ["contact"]},
     )
@@ -168,14 +146,11 @@ async def test_queue_cap_keeps_alarms_drops_oldest_telemetry_and_reports(
 async def test_sigkill_mid_stream_loses_nothing_and_resends_with_same_seq(
     tmp_path: Path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
         log_level="INFO",
     )
     agent = AgentProcess(cfg, tmp_path / "agent.log")
@@ -287,14 +262,11 @@ async def test_sighup_reload_neither_loses_nor_resends(
 async def test_reload_with_new_uplink_settings_resends_nothing(
     tmp_path: Path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
     )
     async with (
         Collector(central, root) as col,

@@ -27,13 +27,17 @@ from simulators.pendant_serial import PendantSerialSimulator
 from tests.edge_agent.helpers import (
     AgentProcess,
     Collector,
+    door_agent_config,
+    door_config,
+    number,
+    numbers,
     paused,
+    produce,
     running_agent,
     unread_by,
     write_config,
     z2m_door,
 )
-from tests.edge_agent.test_faults import door_config, number, numbers, produce
 from tests.harness.wait import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -105,14 +109,11 @@ async def test_sigkill_leaves_the_retained_status_offline_by_the_last_will(
 async def test_a_batch_unacknowledged_at_sigkill_is_sent_again_with_the_same_seqs(
     tmp_path: Path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
         # no heartbeat while the broker is paused: only event batches reach its socket
         health={"heartbeat_interval": 3600},
         # the first event goes alone, the next 19 in one full batch: the test knows
@@ -267,14 +268,11 @@ async def test_an_alarm_press_overtakes_a_telemetry_backlog(
 async def test_events_close_together_share_a_batch_and_a_lone_one_still_goes(
     tmp_path: Path, broker_factory, mosquitto, topic_prefix
 ):
-    central = broker_factory()
-    root = f"{topic_prefix}/carewatch/v1"
-    cfg = write_config(
+    central, root, cfg = door_agent_config(
         tmp_path,
-        central=central,
-        site_broker=mosquitto,
-        root=root,
-        devices=[door_config(topic_prefix)],
+        broker_factory(),
+        mosquitto,
+        topic_prefix,
         queue={"linger": "1s", "batch_size": 5},
         # no heartbeat while the broker is paused: only event batches reach its socket
         health={"heartbeat_interval": 3600},
