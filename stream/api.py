@@ -206,7 +206,8 @@ class ApiServer:
                 "backlog_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
                 "last_error": svc.sink.last_error,
             }
-        degraded = not mqtt_ok or (influx is not None and influx["healthy"] is False)
+        loops = svc.metrics.failing_loops()
+        degraded = not mqtt_ok or (influx is not None and influx["healthy"] is False) or bool(loops)
         return _json(
             {
                 "status": "degraded" if degraded else "ok",
@@ -214,6 +215,7 @@ class ApiServer:
                 "mqtt_connected": mqtt_ok,
                 "influxdb": influx,
                 "outbox": outbox,
+                "failing_loops": loops,
                 "detectors": [d.name for d in svc.processor.detectors],
             }
         )

@@ -12,7 +12,9 @@
   connect and the dedup makes the redelivery harmless. Messages are handled one at a
   time, in arrival order, so PUBACKs also go out in order (MQTT 3.1.1, 4.6).
 - If the state database fails (disk full...), the message is not acknowledged and the
-  connection is dropped; the broker redelivers after the reconnect.
+  connection is dropped; the broker redelivers after the reconnect. The failures are
+  counted and waited out like the other loops' (:class:`stream.retry.LoopRetry`, loop
+  ``mqtt``): a database failing for 10 minutes stops the processor (non-zero exit).
 - Publishing (the alert topic) goes through the same connection with QoS 1 and
   returns after the broker's PUBACK.
 - Reconnects with a capped exponential backoff.
@@ -36,7 +38,9 @@ import paho.mqtt.client as paho
 
 from device_profiles.topics import subscription
 from stream.config import MqttConfig
+from stream.metrics import Metrics
 from stream.notifiers.base import NotifyError
+from stream.retry import LoopRetry
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +67,16 @@ class MqttLink:
         config: MqttConfig,
         handler: Handler,
         on_state: Callable[[bool], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.handler = handler
         self.on_state = on_state
+        self.metrics = metrics
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.handled = 0
+        self._retry = LoopRetry("mqtt", metrics, asyncio.Event())
 
     def _make_client(self) -> aiomqtt.Client:
         tls_context = None
@@ -96,6 +103,7 @@ class MqttLink:
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and handle messages until ``stop`` is set, reconnecting as needed."""
         backoff = BACKOFF_FIRST_S
+        self._retry = LoopRetry("mqtt", self.metrics, stop)
         while not stop.is_set():
             try:
                 await self._session(stop)
@@ -103,7 +111,12 @@ class MqttLink:
             except aiomqtt.MqttError as exc:
                 log.warning("central broker: %s; reconnecting in %.1f s", exc, backoff)
             except sqlite3.Error as exc:
-                log.error("state database failed (%s); message left unacknowledged", exc)
+                # Left unacknowledged: the broker redelivers it after the reconnect. The
+                # retry waits (raising LoopGaveUp when this lasts too long); reconnect then.
+                self._set_connected(False)
+                log.error("state database failed; message left unacknowledged")
+                await self._retry.failed(exc)
+                continue
             finally:
                 self._set_connected(False)
             if stop.is_set():
@@ -147,6 +160,7 @@ class MqttLink:
             # Effects are committed inside handler(); only then is the PUBACK sent.
             self.handler(message.topic.value, data)
             self.handled += 1
+            self._retry.ok()
             if message.qos > 0:
                 paho_client.ack(message.mid, message.qos)
 

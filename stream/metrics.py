@@ -8,6 +8,7 @@ registry (tests run several in one process).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -123,6 +124,15 @@ class Metrics:
             ["loop"],
             registry=r,
         )
+        self.loop_failing = Gauge(
+            f"{PREFIX}_loop_failing_seconds",
+            "How long a runtime loop's state database has been failing (0: working), by loop",
+            ["loop"],
+            registry=r,
+        )
+        #: Per loop, while its state database fails: since when (``time.monotonic()``),
+        #: failures in a row and the last error (for /health); a working loop is absent.
+        self.loops_failing: dict[str, dict[str, Any]] = {}
         self.acks = Counter(
             f"{PREFIX}_acks", "Responder actions by source and outcome", ["source", "outcome"],
             registry=r,
@@ -148,6 +158,18 @@ class Metrics:
         self.mqtt_connected = Gauge(
             f"{PREFIX}_mqtt_connected", "1 while connected to the central broker", registry=r
         )
+
+    def failing_loops(self) -> dict[str, dict[str, Any]]:
+        """The loops failing now: for how long (s), failures in a row, the last error."""
+        now = time.monotonic()
+        return {
+            loop: {
+                "failing_for_s": round(now - status["since_monotonic"], 1),
+                "failures": status["failures"],
+                "last_error": status["last_error"],
+            }
+            for loop, status in sorted(self.loops_failing.items())
+        }
 
     def watch_store(self, store: StateStore, now: Callable[[], int]) -> None:
         """Add the scrape-time gauges of ``store``."""

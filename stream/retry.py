@@ -6,6 +6,9 @@ answers "database is locked", "disk I/O error" or "database or disk is full"
 each failure (``carewatch_stream_loop_errors_total{loop}``) and logging it. Nothing is
 lost meanwhile: every unit of work is one transaction, rolled back whole.
 
+While a loop fails, ``carewatch_stream_loop_failing_seconds{loop}`` says for how long
+and ``/health`` names it (status ``degraded``).
+
 A database that keeps failing for :data:`GIVE_UP_S` is not waited out forever: the loop
 raises :class:`LoopGaveUp`, the processor stops and exits non-zero, so systemd restarts
 it (reopening the file) and operators see the failure. Any other exception is a bug and
@@ -60,11 +63,19 @@ class LoopRetry:
         self.give_up_s = give_up_s
         self._delay = first_s
         self._since: float | None = None
+        self._failures = 0
 
     def ok(self) -> None:
         """A pass worked: the next failure starts from the first delay again."""
+        if self._since is None:
+            return
         self._delay = self.first_s
         self._since = None
+        self._failures = 0
+        if self.metrics is not None:
+            self.metrics.loop_failing.labels(self.loop).set(0)
+            self.metrics.loops_failing.pop(self.loop, None)
+        log.info("%s: state database works again", self.loop)
 
     async def failed(self, exc: BaseException) -> None:
         """Count and log ``exc``, then wait (until ``stop`` at most) before the next try."""
@@ -76,8 +87,15 @@ class LoopRetry:
             raise LoopGaveUp(
                 f"{self.loop}: state database failing for {lasted:.0f} s: {exc}"
             ) from exc
+        self._failures += 1
         if self.metrics is not None:
             self.metrics.loop_errors.labels(self.loop).inc()
+            self.metrics.loop_failing.labels(self.loop).set(round(now - self._since, 1))
+            self.metrics.loops_failing[self.loop] = {
+                "since_monotonic": self._since,
+                "failures": self._failures,
+                "last_error": f"{type(exc).__name__}: {exc}",
+            }
         log.error(
             "%s: state database failed (%s); trying again in %.1f s", self.loop, exc, self._delay
         )

@@ -108,7 +108,9 @@ class StreamService:
         )
         self.metrics.watch_store(self.store, self.clock.now_ms)
         self.processor = Processor(config, self.store, self.clock, self.detectors, self.metrics)
-        self.link = MqttLink(config.mqtt, self._handle, on_state=self._mqtt_state)
+        self.link = MqttLink(
+            config.mqtt, self._handle, on_state=self._mqtt_state, metrics=self.metrics
+        )
         notifiers["mqtt"] = MqttAlertNotifier(self.link.publish, config.mqtt.root)
         notifiers.update(extra_notifiers or {})
         self.sender = OutboxSender(

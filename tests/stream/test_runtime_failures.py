@@ -108,3 +108,62 @@ def test_cli_exits_non_zero_when_the_processor_fails(
     cfg = tmp_path / "stream.yaml"
     cfg.write_text(f"state: {{path: {tmp_path / 's.sqlite'}}}\napi: {{enabled: false}}\n")
     assert main(["--config", str(cfg)]) == 3
+
+
+@pytest.mark.integration
+async def test_a_locked_database_while_messages_arrive_is_counted_shown_and_waited_out(
+    tmp_path: Path, mosquitto: Any, topic_prefix: str
+) -> None:
+    import aiohttp
+    import aiomqtt
+
+    root = f"{topic_prefix}/carewatch/v1"
+    config = parse_config(
+        {
+            "mqtt": {"url": mosquitto.url, "client_id": f"cw-{topic_prefix}", "root": root},
+            "state": {"path": str(tmp_path / "s.sqlite"), "synchronous": "normal"},
+            "api": {"enabled": True, "port": 0},
+            "telemetry": {"enabled": False},
+            "detectors": {"alarm": {"fall": False}},
+            "sites": {"site-a": {"timezone": "UTC", "quiet_hours": False}},
+        }
+    )
+    service = StreamService(config, clock=ManualClock(T0))
+    service.store.db.execute("PRAGMA busy_timeout=20")
+    task = asyncio.ensure_future(service.run())
+    other = sqlite3.connect(service.store.path, isolation_level=None)
+    try:
+        await async_wait_for(service.link.connected.is_set, message="processor connected")
+        base = f"http://127.0.0.1:{service.api.port}"  # type: ignore[union-attr]
+        other.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+            await pub.publish(
+                events_topic("site-a", "gw-1", root=root),
+                encode_batch([ev(1, "heartbeat")]),
+                qos=1,
+            )
+
+        def failures() -> float:
+            return service.metrics.value("carewatch_stream_loop_errors_total", loop="mqtt")
+
+        await async_wait_for(lambda: failures() >= 2, message="mqtt loop retried")
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/health") as resp:
+            health = await resp.json()
+        assert health["status"] == "degraded"
+        failing = health["failing_loops"]["mqtt"]
+        assert failing["failures"] >= 2
+        assert "locked" in failing["last_error"]
+        assert not task.done()
+        assert service.link.handled == 0
+
+        other.execute("ROLLBACK")
+        # The broker redelivers the unacknowledged message after the reconnect.
+        await async_wait_for(lambda: service.link.handled == 1, message="message handled")
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/health") as resp:
+            health = await resp.json()
+        assert health["failing_loops"] == {}
+        assert service.metrics.value("carewatch_stream_loop_failing_seconds", loop="mqtt") == 0
+    finally:
+        other.close()
+        service.request_stop()
+    await asyncio.wait_for(task, 20)  # a clean stop: no TaskFailed
