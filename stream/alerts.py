@@ -22,7 +22,10 @@ Paging rules (per site, from its escalation policy):
   for the morning (a low battery never pages at night);
 - an active silence (maintenance window) matching the alert's site / device / resident /
   condition defers its pages until the silence ends (or is deleted); the alert is still
-  recorded and published on the MQTT topic, flagged ``silenced``.
+  recorded and published on the MQTT topic, flagged ``silenced``;
+- a higher severity tells everyone paged so far at once, unless a silence or quiet
+  hours hold this alert's pages: then a reminder at the new severity goes out when they
+  end (an acknowledged alert's responders see the change on the MQTT topic and the app).
 """
 
 from __future__ import annotations
@@ -143,13 +146,19 @@ class AlertManager:
             n = self._transition(alert, "severity", now, source="detector", note=signal.reason)
             if alert.tier < 0:
                 self._page_first(alert, now, n)
-            elif alert.state == "raised":
-                # Higher stakes: tell everyone paged so far, and restart the clocks with
-                # the new severity's (shorter) times.
-                self._notify(alert, "severity", now, n, alert.notified)
-                self._arm(alert, now)
             else:
-                self._notify(alert, "severity", now, n, alert.notified)
+                # Higher stakes: tell everyone paged so far, unless a silence or quiet
+                # hours hold pages for this alert now.
+                allowed, _ = self._may_page(alert, now)
+                if alert.state == "raised":
+                    # Restart the clocks with the new severity's (shorter) times.
+                    self._arm(alert, now)
+                    if not allowed:
+                        # A reminder due now is held like the other timers: it tells
+                        # everyone paged, at the new severity, when paging is allowed.
+                        alert.remind_at = now
+                if allowed:
+                    self._notify(alert, "severity", now, n, alert.notified)
         else:
             if signal.reason != alert.reason:
                 alert.reason = signal.reason

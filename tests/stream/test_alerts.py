@@ -342,6 +342,61 @@ def test_silence_holds_reminders_of_a_paged_alert(manager: AlertManager, store: 
     assert [p[1] for p in pages(store)] == ["raised", "escalated"]
 
 
+def test_an_upgrade_during_a_silence_waits_for_its_end(
+    manager: AlertManager, store: StateStore
+) -> None:
+    alert = apply(manager, sos(severity=Severity.HIGH, reason="fall detected"), NOON)
+    silence(store, NOON + 30 * MIN, device="pendant-1")
+    apply(manager, sos(t=NOON + 2 * MIN, reason="no movement since the fall"), NOON + 2 * MIN)
+    assert pages(store) == [("desk", "raised", "raised")]  # nobody paged during it
+    assert mqtt_events(store) == ["raised", "severity"]  # dashboards see it at once
+    tick(manager, NOON + 10 * MIN)
+    assert len(pages(store)) == 1
+    tick(manager, NOON + 30 * MIN)  # the silence ends: the held escalation goes out
+    tick(manager, NOON + 32 * MIN)  # and the reminder, at the new severity, to everyone
+    later = [json.loads(r.payload) for r in store.outbox() if r.notifier != "mqtt"][1:]
+    assert [(b["event"], b["alert"]["severity"]) for b in later] == [
+        ("escalated", "critical"),
+        ("reminder", "critical"),
+        ("reminder", "critical"),
+    ]
+    assert {r.recipient for r in store.outbox() if r.notifier != "mqtt"} == {"desk", "boss"}
+    assert store.get_alert(alert.id).tier == 1  # type: ignore[union-attr]
+
+
+def test_an_upgrade_at_night_below_night_paging_waits_for_the_morning(
+    store: StateStore,
+) -> None:
+    # A policy where only critical pages at night: a warning paged in the evening that
+    # becomes high at midnight is told in the morning, not at midnight.
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["policies"]["default"]["night_paging"] = ["critical"]
+    night = AlertManager(store, parse_config(cfg))
+    evening = MIDNIGHT_LOCAL - 150 * MIN  # 21:30 local
+    alert = apply(night, sos(t=evening, severity=Severity.WARNING, reason="odd"), evening)
+    assert pages(store) == [("desk", "raised", "raised")]
+    apply(night, sos(t=MIDNIGHT_LOCAL, severity=Severity.HIGH), MIDNIGHT_LOCAL)
+    tick(night, MIDNIGHT_LOCAL + 60 * MIN)
+    assert pages(store) == [("desk", "raised", "raised")]
+    tick(night, QUIET_END)  # the held escalation (high: 15 min) goes out first
+    tick(night, QUIET_END + 10 * MIN)  # then reminders to everyone paged
+    assert pages(store)[1:] == [
+        ("boss", "escalated", "raised"),
+        ("desk", "reminder", "raised"),
+        ("boss", "reminder", "raised"),
+    ]
+    assert store.get_alert(alert.id).severity == "high"  # type: ignore[union-attr]
+
+
+def test_an_upgrade_pages_through_quiet_hours_when_the_new_severity_may(
+    manager: AlertManager, store: StateStore
+) -> None:
+    evening = MIDNIGHT_LOCAL - 150 * MIN
+    apply(manager, sos(t=evening, severity=Severity.WARNING, reason="odd"), evening)
+    apply(manager, sos(t=MIDNIGHT_LOCAL), MIDNIGHT_LOCAL)  # critical pages at night
+    assert pages(store) == [("desk", "raised", "raised"), ("desk", "severity", "raised")]
+
+
 def test_deleting_a_silence_releases_a_held_escalation(
     manager: AlertManager, store: StateStore
 ) -> None:
