@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from device_profiles.events import Event
@@ -39,3 +40,45 @@ def ev(
         resident=resident,
         urgent=reading in ("press", "impact") if urgent is None else urgent,
     )
+
+
+def desk_boss_config(
+    *,
+    mqtt: dict[str, Any],
+    state_path: Path,
+    hook: str,
+    reminder: Any,
+    secret: str | None = "k",
+    site: str = "site-a",
+    **sections: Any,
+) -> dict[str, Any]:
+    """A processor config with a two-tier policy: webhook ``{hook}/desk``, then
+    ``{hook}/boss`` after 3 minutes for critical alerts; no quiet hours, no fall model."""
+
+    def hook_cfg(name: str) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"type": "webhook", "url": f"{hook}/{name}"}
+        if secret is not None:
+            cfg["secret"] = secret
+        return cfg
+
+    doc: dict[str, Any] = {
+        "mqtt": mqtt,
+        "state": {"path": str(state_path), "synchronous": "normal"},
+        "api": {"enabled": False},
+        "detectors": {"alarm": {"fall": False}},
+        "notifiers": {"desk-hook": hook_cfg("desk"), "boss-hook": hook_cfg("boss")},
+        "recipients": {
+            "desk": {"notifiers": ["desk-hook"]},
+            "boss": {"notifiers": ["boss-hook"]},
+        },
+        "policies": {
+            "default": {
+                "tiers": [{"recipients": ["desk"]}, {"recipients": ["boss"]}],
+                "ack_timeout": {"critical": "3m"},
+                "reminder": reminder,
+            }
+        },
+        "sites": {site: {"timezone": "Asia/Shanghai", "quiet_hours": False}},
+    }
+    doc.update(sections)
+    return doc

@@ -47,6 +47,7 @@ import yaml
 
 from device_profiles.events import Event, encode_batch
 from device_profiles.topics import events_topic
+from tests.stream.helpers import desk_boss_config
 from tests.stream.receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,36 +83,20 @@ def write_config(
 ) -> Path:
     """The processor's config for the scenario."""
     epoch = datetime.now(UTC).isoformat()
-    doc = {
-        "mqtt": {
+    doc = desk_boss_config(
+        mqtt={
             "url": f"mqtt://{broker_host}:{broker_port}",
             "client_id": f"cw-restart-{prefix}",
             "root": f"{prefix}/carewatch/v1",
             "reconnect_max": "1s",
         },
-        "state": {"path": str(workdir / "stream.sqlite"), "synchronous": "normal"},
-        "clock": {"kind": "fast", "speed": speed, "epoch": epoch},
-        "api": {"enabled": False},
-        "detectors": {"alarm": {"fall": False}},
-        "notifiers": {
-            "desk-hook": {"type": "webhook", "url": f"{hook}/desk", "secret": "k"},
-            "boss-hook": {"type": "webhook", "url": f"{hook}/boss", "secret": "k"},
-        },
-        "recipients": {
-            "desk": {"notifiers": ["desk-hook"]},
-            "boss": {"notifiers": ["boss-hook"]},
-        },
-        "policies": {
-            "default": {
-                "tiers": [{"recipients": ["desk"]}, {"recipients": ["boss"]}],
-                "ack_timeout": {"critical": "3m"},
-                "reminder": 0,
-            }
-        },
-        "sites": {"site-a": {"timezone": "Asia/Shanghai", "quiet_hours": False}},
-        "delivery": {"backoff_initial": "200ms", "backoff_max": "2s", "max_attempts": 1000},
-        "logging": {"level": "info"},
-    }
+        state_path=workdir / "stream.sqlite",
+        hook=hook,
+        reminder=0,
+        clock={"kind": "fast", "speed": speed, "epoch": epoch},
+        delivery={"backoff_initial": "200ms", "backoff_max": "2s", "max_attempts": 1000},
+        logging={"level": "info"},
+    )
     path = workdir / "stream.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

@@ -23,6 +23,7 @@ from stream.config import parse_config
 from stream.runtime import StreamService
 from tests.edge_agent.helpers import running_agent, write_config
 from tests.harness.wait import async_wait_for
+from tests.stream.helpers import desk_boss_config
 from tests.stream.receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -47,28 +48,14 @@ async def test_pendant_press_through_the_agent_becomes_an_alert(
     root = f"{topic_prefix}/carewatch/v1"
     receiver = await Receiver().start()
     config = parse_config(
-        {
-            "mqtt": {"url": mosquitto.url, "client_id": f"cw-{topic_prefix}", "root": root},
-            "state": {"path": str(tmp_path / "stream.sqlite"), "synchronous": "normal"},
-            "api": {"enabled": False},
-            "detectors": {"alarm": {"fall": False}},
-            "notifiers": {
-                "desk-hook": {"type": "webhook", "url": f"{receiver.url}/desk"},
-                "boss-hook": {"type": "webhook", "url": f"{receiver.url}/boss"},
-            },
-            "recipients": {
-                "desk": {"notifiers": ["desk-hook"]},
-                "boss": {"notifiers": ["boss-hook"]},
-            },
-            "policies": {
-                "default": {
-                    "tiers": [{"recipients": ["desk"]}, {"recipients": ["boss"]}],
-                    "ack_timeout": {"critical": "3m"},
-                    "reminder": {"critical": "2m"},
-                }
-            },
-            "sites": {"site-1": {"timezone": "Asia/Shanghai", "quiet_hours": False}},
-        }
+        desk_boss_config(
+            mqtt={"url": mosquitto.url, "client_id": f"cw-{topic_prefix}", "root": root},
+            state_path=tmp_path / "stream.sqlite",
+            hook=receiver.url,
+            secret=None,
+            reminder={"critical": "2m"},
+            site="site-1",
+        )
     )
     clock = ManualClock(int(time.time() * 1000))
     service = StreamService(config, clock=clock)

@@ -21,6 +21,7 @@ from stream.clock import ManualClock
 from stream.config import parse_config
 from stream.runtime import StreamService
 from tests.harness.wait import async_wait_for
+from tests.stream.helpers import desk_boss_config
 from tests.stream.receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -36,34 +37,19 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def live_config(broker: Any, prefix: str, tmp_path: Path, hook: str, **extra: Any) -> Any:
-    doc: dict[str, Any] = {
-        "mqtt": {
+    doc = desk_boss_config(
+        mqtt={
             "url": broker.url,
             "client_id": f"cw-{prefix}",
             "root": f"{prefix}/carewatch/v1",
             "reconnect_max": "1s",
         },
-        "state": {"path": str(tmp_path / "stream.sqlite"), "synchronous": "normal"},
-        "api": {"enabled": True, "port": 0},
-        "notifiers": {
-            "desk-hook": {"type": "webhook", "url": f"{hook}/desk", "secret": "k"},
-            "boss-hook": {"type": "webhook", "url": f"{hook}/boss", "secret": "k"},
-        },
-        "recipients": {
-            "desk": {"notifiers": ["desk-hook"]},
-            "boss": {"notifiers": ["boss-hook"]},
-        },
-        "policies": {
-            "default": {
-                "tiers": [{"recipients": ["desk"]}, {"recipients": ["boss"]}],
-                "ack_timeout": {"critical": "3m"},
-                "reminder": {"critical": "2m"},
-            }
-        },
-        "sites": {"site-a": {"timezone": "Asia/Shanghai", "quiet_hours": False}},
-        "delivery": {"backoff_initial": "100ms", "backoff_max": "1s"},
-        "detectors": {"alarm": {"fall": False}},
-    }
+        state_path=tmp_path / "stream.sqlite",
+        hook=hook,
+        reminder={"critical": "2m"},
+        api={"enabled": True, "port": 0},
+        delivery={"backoff_initial": "100ms", "backoff_max": "1s"},
+    )
     doc.update(extra)
     return parse_config(doc)
 
