@@ -17,9 +17,18 @@ Behaviour, sample by sample (``rate_hz`` samples per second, each in g):
    the previous window's impact sample), a window opens. During the next ``peak_s`` the
    impact sample moves to any higher magnitude: a trip shows a step peak first and the
    body's impact a few hundred ms later, and the window must be centred on the latter.
-3. The window is emitted once ``post_s`` of samples from the impact sample on have
+3. The window is completed once ``post_s`` of samples from the impact sample on have
    arrived. It holds ``pre_s`` before the impact (fewer at the very start of a stream:
    ``trigger_index`` says where the impact is) and ``post_s`` from it on.
+4. With ``min_turn_deg`` > 0, a completed window is uploaded only when the posture
+   changed across it: the angle between the mean acceleration of its first and of its
+   last half second (``rate_hz // 2`` samples each, see :func:`posture_change_deg`) is at
+   least ``min_turn_deg``. A fall ends in another posture; walking, jogging and stairs,
+   which fire the trigger hundreds of times an hour, do not. A suppressed window is
+   counted (:attr:`ImpactTrigger.suppressed`) and otherwise treated exactly like an
+   uploaded one: it holds the refractory time, so the windows uploaded with the filter
+   are a subset of those uploaded without it, with the same impact samples. A window
+   whose posture cannot be told (mean acceleration near zero at one end) is uploaded.
 
 ``refractory_s`` shorter than ``post_s`` lets windows overlap: a fall that begins just
 after a step triggered must still get a window of its own centred on its impact, or it
@@ -32,6 +41,12 @@ keeps a margin below it (older adults fall more softly than the young volunteers
 simulated the falls). 3 s before the impact are needed because a fall from a seat starts
 turning the body 1-2 s before it hits the floor, and the posture before that is evidence;
 4 s after it show whether the person stays down. See docs/fall_model_card.md.
+
+``min_turn_deg`` defaults to 0 (every window uploaded), which suits a radio without an
+airtime limit. Over LoRaWAN (EU868: 1 % duty cycle, 36 s of airtime an hour; one window
+is 10 uplinks, about 4 s at DR5) the ~500 windows an hour of brisk activity cannot go
+up; the LoRaWAN pendant's profile sets 20 degrees (measured figures in that profile and
+in the model card).
 """
 
 from __future__ import annotations
@@ -49,6 +64,7 @@ __all__ = [
     "ImpactWindow",
     "TriggerConfig",
     "impact_values",
+    "posture_change_deg",
     "resample",
 ]
 
@@ -65,7 +81,8 @@ class TriggerConfig:
     ``threshold_g`` the magnitude that opens a window, ``pre_s``/``post_s`` the window's
     extent around the impact sample, ``refractory_s`` the least time between two
     windows' impact samples and ``peak_s`` how long after the first crossing the impact
-    sample still moves to a higher peak.
+    sample still moves to a higher peak. ``min_turn_deg`` (0 = off) is the least posture
+    change across a window for it to be uploaded (see the module docstring, step 4).
     """
 
     rate_hz: int = 50
@@ -75,6 +92,7 @@ class TriggerConfig:
     post_s: float = 4.0
     refractory_s: float = 2.0
     peak_s: float = 1.0
+    min_turn_deg: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ProfileError:
@@ -85,7 +103,15 @@ class TriggerConfig:
             raise bad("rate_hz", "must be an integer number of samples per second")
         if not 1 <= self.rate_hz <= 10_000:
             raise bad("rate_hz", "must be between 1 and 10000")
-        for key in ("range_g", "threshold_g", "pre_s", "post_s", "refractory_s", "peak_s"):
+        for key in (
+            "range_g",
+            "threshold_g",
+            "pre_s",
+            "post_s",
+            "refractory_s",
+            "peak_s",
+            "min_turn_deg",
+        ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad(key, "must be a number")
@@ -99,6 +125,8 @@ class TriggerConfig:
             raise bad("post_s", "must hold at least one sample at rate_hz")
         if self.peak_s > self.post_s:
             raise bad("peak_s", f"must not exceed post_s ({self.post_s})")
+        if self.min_turn_deg > 180:
+            raise bad("min_turn_deg", "must be an angle in degrees from 0 (off) to 180")
 
     @property
     def pre_n(self) -> int:
@@ -124,7 +152,8 @@ class TriggerConfig:
     def from_options(cls, options: Mapping[str, Any]) -> TriggerConfig:
         """Build from a profile's ``codec_options["trigger"]`` mapping.
 
-        Missing keys take the defaults; an unknown key or a bad value raises
+        Missing keys take the defaults (a model file written before ``min_turn_deg``
+        existed loads with the filter off); an unknown key or a bad value raises
         :class:`ProfileError` naming the key.
         """
         if not isinstance(options, Mapping):
@@ -210,6 +239,27 @@ def impact_values(window: ImpactWindow, cfg: TriggerConfig) -> dict[str, Any]:
     }
 
 
+def posture_change_deg(window: ImpactWindow, rate_hz: int) -> float | None:
+    """Angle in degrees between the mean acceleration of a window's first and last half second.
+
+    Each end is ``rate_hz // 2`` samples (at least one, at most the whole window). None
+    when either mean is too close to zero to have a direction. Pure Python twin of the
+    posture-change measure the fall model's labelling uses (``stream.fall.table``).
+    """
+    n = len(window)
+    k = min(n, max(1, rate_hz // 2))
+    if k == 0:
+        return None
+    axes = (window.x, window.y, window.z)
+    u = [sum(a[:k]) / k for a in axes]
+    v = [sum(a[n - k :]) / k for a in axes]
+    den = math.sqrt(sum(c * c for c in u)) * math.sqrt(sum(c * c for c in v))
+    if den < 1e-9:
+        return None
+    cos = sum(a * b for a, b in zip(u, v, strict=True)) / den
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
 @dataclass(slots=True)
 class _Pending:
     anchor: int  # stream index of the impact sample
@@ -222,6 +272,9 @@ class ImpactTrigger:
 
     State (history, open windows, refractory) is kept across :meth:`feed` calls, so a
     recording fed in one call or sample by sample gives the same windows.
+    :attr:`suppressed` counts the windows the ``min_turn_deg`` filter kept back since the
+    trigger was created (not reset by :meth:`flush`). It is not reported over the air:
+    the pendant's status message has a fixed layout with no field for it.
     """
 
     def __init__(self, cfg: TriggerConfig | None = None) -> None:
@@ -232,6 +285,7 @@ class ImpactTrigger:
         self._pending: list[_Pending] = []
         self._last_anchor: int | None = None
         self._last: Sample = (0.0, 0.0, 1.0)
+        self.suppressed = 0
 
     def _reset(self) -> None:
         self._buf = deque()
@@ -285,18 +339,32 @@ class ImpactTrigger:
                 p = self._pending[0]
                 if i < p.search_end - 1 or i < p.anchor + cfg.post_n - 1:
                     break
-                out.append(self._window(p))
+                self._emit(self._window(p), out)
                 self._pending.pop(0)
             self._trim()
         return out
 
     def flush(self) -> list[ImpactWindow]:
-        """End of stream: emit open windows padded by repeating the last sample; reset."""
+        """End of stream: emit open windows padded by repeating the last sample; reset.
+
+        The ``min_turn_deg`` filter applies to these windows too.
+        """
         out: list[ImpactWindow] = []
         for p in self._pending:
-            out.append(self._window(p, pad=True))
+            self._emit(self._window(p, pad=True), out)
         self._reset()
         return out
+
+    def _emit(self, window: ImpactWindow, out: list[ImpactWindow]) -> None:
+        # Suppression happens only here, after the window is complete: the refractory
+        # time and the impact samples of later windows do not depend on it.
+        limit = self.cfg.min_turn_deg
+        if limit > 0:
+            turn = posture_change_deg(window, self.cfg.rate_hz)
+            if turn is not None and turn < limit:
+                self.suppressed += 1
+                return
+        out.append(window)
 
     def _window(self, p: _Pending, pad: bool = False) -> ImpactWindow:
         cfg = self.cfg

@@ -48,6 +48,7 @@ class PendantDevice:
         self.latched = False
         self.counter = counter % codec.counter_modulus
         self.window_id = 0
+        self.suppressed = 0  # windows the trigger's posture filter did not upload
         self.extras: dict[str, Value] = {"temperature": 31, **(extras or {})}
         self._booted = False
 
@@ -130,13 +131,19 @@ class PendantDevice:
         return out
 
     def windows(self, trace: Sequence[Sequence[float]], rate_hz: float) -> list[ImpactWindow]:
-        """Run the on-device trigger over ``trace`` (x, y, z in g at ``rate_hz``)."""
+        """Run the on-device trigger over ``trace`` (x, y, z in g at ``rate_hz``).
+
+        The profile's trigger decides, posture filter (``min_turn_deg``) included; the
+        windows it keeps back are added to :attr:`suppressed`.
+        """
         cfg = self.codec.layout.trigger
         samples = [(float(s[0]), float(s[1]), float(s[2])) for s in trace]
         if rate_hz != cfg.rate_hz:
             samples = resample(samples, rate_hz, cfg.rate_hz)
         trigger = ImpactTrigger(cfg)
-        return trigger.feed(samples) + trigger.flush()
+        out = trigger.feed(samples) + trigger.flush()
+        self.suppressed += trigger.suppressed
+        return out
 
     def upload(self, window: ImpactWindow) -> list[Reading]:
         """The fragments of one window, numbered with consecutive message counters."""
@@ -168,4 +175,5 @@ def describe(device: PendantDevice) -> dict[str, Any]:
         "activity": device.activity,
         "latched": device.latched,
         "counter": device.counter,
+        "suppressed_windows": device.suppressed,
     }

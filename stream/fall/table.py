@@ -115,10 +115,15 @@ def build_table(
     recording at the pendant's rate before the trigger runs: a random rotation, a gain
     error... (robustness checks and augmentation).
     """
+    trigger = cfg.to_options()
+    if not trigger.get("min_turn_deg"):
+        # The filter off gives the windows of triggers that predate the option: the same
+        # cache entry.
+        del trigger["min_turn_deg"]
     key_src = json.dumps(
         {
             "data": rec.sha256,
-            "trigger": cfg.to_options(),
+            "trigger": trigger,
             "features": FEATURE_VERSION,
             "names": FEATURE_NAMES,
             "transform": transform_name,

@@ -12,6 +12,7 @@ from device_profiles.pendant_trigger import (
     ImpactWindow,
     TriggerConfig,
     impact_values,
+    posture_change_deg,
     resample,
 )
 
@@ -58,6 +59,11 @@ def test_defaults_are_valid_and_round_trip_through_options() -> None:
         ({"post_s": float("nan")}, "post_s"),
         ({"refractory_s": True}, "refractory_s"),
         ({"peak_s": 5.0, "post_s": 4.0}, "peak_s"),
+        ({"min_turn_deg": -1}, "min_turn_deg"),
+        ({"min_turn_deg": 181}, "min_turn_deg"),
+        ({"min_turn_deg": "20"}, "min_turn_deg"),
+        ({"min_turn_deg": False}, "min_turn_deg"),
+        ({"min_turn_deg": float("inf")}, "min_turn_deg"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
@@ -65,6 +71,16 @@ def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
         TriggerConfig.from_options(options)
     assert err.value.path == f"codec_options.trigger.{key}"
     assert key in str(err.value)
+
+
+def test_min_turn_deg_defaults_off_and_round_trips() -> None:
+    # A model file written before the option existed has no such key: the filter is off.
+    old = {k: v for k, v in TriggerConfig().to_options().items() if k != "min_turn_deg"}
+    assert TriggerConfig.from_options(old).min_turn_deg == 0
+    cfg = TriggerConfig.from_options({"min_turn_deg": 20})
+    assert cfg.to_options()["min_turn_deg"] == 20
+    assert TriggerConfig.from_options(cfg.to_options()) == cfg
+    assert TriggerConfig(min_turn_deg=180).min_turn_deg == 180
 
 
 def test_options_must_be_a_mapping() -> None:
@@ -215,3 +231,121 @@ def test_resample_linear_interpolation_otherwise() -> None:
 def test_resample_rejects_bad_rates() -> None:
     with pytest.raises(ValueError):
         resample([STILL], 0, 50)
+
+
+# -- posture filter (min_turn_deg) ------------------------------------------------------
+
+
+def _jog(seconds: float, rate: int = 50) -> list[tuple[float, float, float]]:
+    """Brisk activity: 2.4 g peaks three times a second, upright the whole time."""
+    out = []
+    for i in range(int(seconds * rate)):
+        t = i / rate
+        out.append(
+            (0.15 * math.sin(3 * math.pi * t), 0.1, 1.0 + 1.4 * max(0.0, math.sin(6 * math.pi * t)))
+        )
+    return out
+
+
+def _session() -> list[tuple[float, float, float]]:
+    """Jogging, a fall, lying, getting up, jogging again."""
+    up = [(0.0, 0.0, 1.0)] * 100
+    return _jog(30) + _fall() + up + _jog(20) + _fall() + [(0.0, 1.0, 0.0)] * 50
+
+
+def _anchors(windows: list[ImpactWindow]) -> list[int]:
+    return [w.start_sample + w.trigger_index for w in windows]
+
+
+def test_posture_change_deg() -> None:
+    (fall,) = ImpactTrigger().feed(_fall())
+    turn = posture_change_deg(fall, 50)
+    assert turn is not None and 80 < turn <= 90  # standing -> lying on the side
+    jog = ImpactTrigger().feed(_jog(20))
+    assert jog and all((posture_change_deg(w, 50) or 0) < 5 for w in jog)
+    # Half a second at each end: a turn in the middle of the window does not count.
+    n = 350
+    x = tuple(1.0 if 100 <= k < 200 else 0.0 for k in range(n))
+    z = tuple(0.0 if 100 <= k < 200 else 1.0 for k in range(n))
+    middle = ImpactWindow(x, (0.0,) * n, z, 150, 2.0, 0)
+    assert posture_change_deg(middle, 50) == pytest.approx(0.0)
+    ends = ImpactWindow(z, (0.0,) * n, x, 150, 2.0, 0)  # lying at both ends, upright between
+    assert posture_change_deg(ends, 50) == pytest.approx(0.0)
+    # No direction at one end (all zero): undefined, so the trigger uploads it.
+    blank = ImpactWindow((0.0,) * n, (0.0,) * n, (0.0,) * 300 + (1.0,) * 50, 150, 2.0, 0)
+    assert posture_change_deg(blank, 50) is None
+    assert posture_change_deg(ImpactWindow((1.0,), (0.0,), (0.0,), 0, 1.0, 0), 50) == 0.0
+
+
+def test_walking_windows_are_suppressed_and_counted() -> None:
+    plain = ImpactTrigger()
+    every = plain.feed(_jog(60)) + plain.flush()
+    assert len(every) >= 20  # brisk activity fires the trigger again and again
+    assert plain.suppressed == 0
+    trig = ImpactTrigger(TriggerConfig(min_turn_deg=20))
+    assert trig.feed(_jog(60)) + trig.flush() == []
+    assert trig.suppressed == len(every)
+
+
+def test_a_fall_is_uploaded_through_the_filter() -> None:
+    for deg in (20.0, 45.0, 80.0):
+        trig = ImpactTrigger(TriggerConfig(min_turn_deg=deg))
+        (w,) = trig.feed(_fall()) + trig.flush()
+        assert w == ImpactTrigger().feed(_fall())[0]
+        assert trig.suppressed == 0
+    # A turn below the setting is not enough.
+    trig = ImpactTrigger(TriggerConfig(min_turn_deg=100))
+    assert trig.feed(_fall()) + trig.flush() == []
+    assert trig.suppressed == 1
+
+
+@pytest.mark.parametrize("deg", [10.0, 20.0, 30.0, 60.0, 179.0])
+def test_filtered_windows_are_a_subset_with_the_same_anchors(deg: float) -> None:
+    samples = _session()
+    plain = ImpactTrigger()
+    every = plain.feed(samples) + plain.flush()
+    trig = ImpactTrigger(TriggerConfig(min_turn_deg=deg))
+    kept = trig.feed(samples) + trig.flush()
+    assert all(w in every for w in kept)
+    assert _anchors(kept) == sorted(_anchors(kept))
+    assert len(kept) + trig.suppressed == len(every)
+    expected = [w for w in every if (posture_change_deg(w, 50) or 180.0) >= deg]
+    assert kept == expected
+    if deg <= 60:
+        # Both falls (about 85-90 degrees of turn) get through; the jogging does not.
+        assert len(kept) >= 2 and trig.suppressed > 0
+
+
+def test_suppressed_window_holds_the_refractory_time() -> None:
+    # A step at 100 opens a window that is suppressed; a fall impact 1 s later falls in
+    # its refractory time, so no window of its own, with or without the filter.
+    cfg = TriggerConfig(min_turn_deg=20, peak_s=0.2)
+    s = [STILL] * 100 + [(0.0, 0.0, 2.0)] + [STILL] * 49 + [(0.0, 0.0, 3.0)] + [STILL] * 400
+    plain = ImpactTrigger(TriggerConfig(peak_s=0.2)).feed(s)
+    assert _anchors(plain) == [100]
+    trig = ImpactTrigger(cfg)
+    assert trig.feed(s) == [] and trig.suppressed == 1
+
+
+def test_flush_applies_the_filter() -> None:
+    cfg = TriggerConfig(min_turn_deg=20)
+    trig = ImpactTrigger(cfg)
+    assert trig.feed([STILL] * 200 + [(0.0, 0.0, 3.0)] + [STILL] * 10) == []
+    assert trig.flush() == [] and trig.suppressed == 1
+    # Lying after the impact, cut short: padded with the lying sample, so uploaded.
+    assert trig.feed([STILL] * 200 + [(0.0, 0.0, 3.0)] + [(1.0, 0.0, 0.0)] * 10) == []
+    (w,) = trig.flush()
+    assert w.x[-1] == 1.0 and trig.suppressed == 1
+
+
+def test_filtered_sample_by_sample_equals_one_call() -> None:
+    cfg = TriggerConfig(min_turn_deg=20)
+    samples = _session()
+    whole = ImpactTrigger(cfg)
+    expected = whole.feed(samples) + whole.flush()
+    one = ImpactTrigger(cfg)
+    got: list[ImpactWindow] = []
+    for s in samples:
+        got += one.feed([s])
+    got += one.flush()
+    assert got == expected and one.suppressed == whole.suppressed

@@ -117,3 +117,24 @@ def test_trigger_windows_equals_streaming_trigger() -> None:
         streamed += trig.feed([tuple(r) for r in sig[k : k + 37].tolist()])
     streamed += trig.flush()
     assert trigger_windows(sig, CFG) == streamed
+
+
+def test_posture_change_twin_matches_the_labelling_measure() -> None:
+    # The pendant's posture filter (pure Python) and the labelling rule (numpy) measure
+    # the same angle, so the filter's setting can be chosen from labelled windows.
+    from device_profiles.pendant_trigger import posture_change_deg
+    from stream.fall.table import _posture_change_deg
+
+    rng = np.random.default_rng(3)
+    sig = np.vstack(
+        [
+            S.with_noise(S.walking(20, 50, step_g=0.9), rng),
+            S.with_noise(S.fall(50), rng),
+            S.with_noise(S.fall(50, peak_g=3.0) @ random_rotation(rng).T, rng),
+        ]
+    )
+    windows = trigger_windows(sig, CFG)
+    assert len(windows) >= 5
+    angles = [posture_change_deg(w, 50) for w in windows]
+    assert angles == pytest.approx([_posture_change_deg(w, 50) for w in windows], abs=1e-6)
+    assert min(a or 0.0 for a in angles) < 10 and max(a or 0.0 for a in angles) > 80
