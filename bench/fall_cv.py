@@ -1,7 +1,8 @@
 """Leave-one-subject-out figures of the fall classifier, also for a "moved" sensor.
 
     .venv/bin/python bench/fall_cv.py [--data FILE.npz] [--members N] \
-        [--test-transform none rotate gain+5 gain-5 offset noise]
+        [--test-transform none rotate gain+5 gain-5 offset noise] \
+        [--trigger-profile NAME [--min-turn-deg DEG ...]]
 
 For every subject, models are trained on the other subjects' original recordings and
 tested on the held-out subject's recordings as a different sensor would see them:
@@ -11,13 +12,23 @@ tested on the held-out subject's recordings as a different sensor would see them
 signal, so triggering is part of the test. Prints one JSON line per transform with the
 per-recording metrics (the same definitions as ``carewatch fall eval``) at the shipped
 model's threshold; for the untransformed data also with each subject judged at a
-threshold chosen without it (``held_out_threshold``). This is a benchmark, not a test:
-it takes a few minutes.
+threshold chosen without it (``held_out_threshold``).
+
+``--trigger-profile NAME`` (e.g. ``oem-lorawan-pendant``) adds one JSON line judging, from
+the same out-of-fold scores of the untransformed data, only the windows that profile's
+trigger uploads (its ``min_turn_deg`` posture filter keeps the others back): windows are
+matched by (recording, impact sample), which the filter leaves unchanged. It also gives
+the daily-activity windows per hour with and without the filter (the airtime cost), the
+falls the classifier detects that the filter loses, and the least posture change of a
+detected fall (each by its most-turned alerted window: the margin left to the filter).
+``--min-turn-deg`` compares other settings of that filter. This is a benchmark, not a
+test: it takes a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -32,9 +43,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device_profiles.pendant_trigger import TriggerConfig  # noqa: E402
-from stream.fall.data import load_recordings  # noqa: E402
+from device_profiles.pendant_trigger import TriggerConfig, posture_change_deg  # noqa: E402
+from stream.fall.data import Recordings, load_recordings, run_trigger  # noqa: E402
 from stream.fall.errors import ModelError  # noqa: E402
+from stream.fall.evaluate import profile_trigger  # noqa: E402
 from stream.fall.model import FallClassifier  # noqa: E402
 from stream.fall.table import (  # noqa: E402
     UNLABELLED,
@@ -95,12 +107,140 @@ def _cross(
     return scores
 
 
+def _profile_line(
+    rec: Recordings,
+    table: WindowTable,
+    scores: np.ndarray,
+    *,
+    threshold: float,
+    model_trigger: TriggerConfig,
+    name: str,
+    min_turn_deg: float | None = None,
+) -> dict[str, object]:
+    """Figures when only the windows profile ``name``'s trigger uploads are judged.
+
+    ``min_turn_deg`` replaces the profile's posture filter (to compare settings).
+    """
+    t0 = time.monotonic()
+    cfg = profile_trigger(name)
+    if min_turn_deg is not None:
+        cfg = dataclasses.replace(cfg, min_turn_deg=min_turn_deg)
+    if dataclasses.replace(cfg, min_turn_deg=model_trigger.min_turn_deg) != model_trigger or (
+        cfg.min_turn_deg < model_trigger.min_turn_deg
+    ):
+        raise SystemExit(
+            f"profile {name}'s trigger {cfg.to_options()} differs from the model's "
+            f"{model_trigger.to_options()} in more than a stricter min_turn_deg: its windows "
+            "are not a subset of the scored ones"
+        )
+    row = {
+        (int(r), int(a)): k for k, (r, a) in enumerate(zip(table.rec, table.anchor, strict=True))
+    }
+    keep = np.zeros(len(table.X), dtype=bool)
+    suppressed = 0
+    for i in range(len(rec)):
+        windows, n_sup = run_trigger(rec.at_rate(i, cfg.rate_hz), cfg)
+        suppressed += n_sup
+        for w in windows:
+            anchor = w.start_sample + w.trigger_index
+            k = row.get((i, anchor))
+            if k is None:
+                raise SystemExit(f"recording {i}: uploaded window at {anchor} was never scored")
+            keep[k] = True
+    if int(keep.sum()) + suppressed != len(table.X):
+        raise SystemExit(
+            f"{int(keep.sum())} uploaded + {suppressed} suppressed != {len(table.X)} windows"
+        )
+    sub = dataclasses.replace(
+        table,
+        X=table.X[keep],
+        rec=table.rec[keep],
+        anchor=table.anchor[keep],
+        label=table.label[keep],
+    )
+    sub_scores = scores[keep]
+    full = per_recording(table, scores, threshold)
+    res = per_recording(sub, sub_scores, threshold)
+    s = summarize(sub.is_fall, sub.activity, sub.seconds, res.alerts, res.max_score)
+    fall = table.is_fall
+    adl_hours = float(table.seconds[~fall].sum()) / 3600.0
+    adl_all = int(np.sum(~fall[table.rec]))
+    adl_up = int(np.sum(~fall[sub.rec]))
+    acts = np.asarray(table.activity)
+    per_act = []
+    for act in sorted(set(acts[~fall])):
+        hours = float(table.seconds[acts == act].sum()) / 3600.0
+        n_up = int(np.sum(acts[sub.rec] == act))
+        per_act.append((n_up / hours if hours else 0.0, act))
+    # How far the filter is from losing a detected fall: the posture change of each
+    # detected fall recording's most-turned alerted window, at its smallest.
+    turn = np.full(len(table.X), np.nan)
+    plain = dataclasses.replace(cfg, min_turn_deg=0)
+    for r in np.flatnonzero(fall & (full.alerts > 0)).tolist():
+        for w in run_trigger(rec.at_rate(r, cfg.rate_hz), plain)[0]:
+            k = row[(r, w.start_sample + w.trigger_index)]
+            deg = posture_change_deg(w, cfg.rate_hz)
+            turn[k] = 180.0 if deg is None else deg  # undefined: the trigger uploads it
+    alerted = np.where(scores >= threshold, turn, -1.0)
+    most = np.full(len(fall), -1.0)
+    np.maximum.at(most, table.rec, np.nan_to_num(alerted, nan=-1.0))
+    least_turn = float(most[fall & (full.alerts > 0)].min())
+    alerts, thrs = held_out_threshold_alerts(sub, sub_scores)
+    h = summarize(sub.is_fall, sub.activity, sub.seconds, alerts, res.max_score)
+    return {
+        "trigger_profile": name,
+        "min_turn_deg": cfg.min_turn_deg,
+        "threshold": threshold,
+        "recordings": s["recordings"],
+        "sensitivity": round(s["sensitivity"], 4),
+        "specificity": round(s["specificity"], 4),
+        "false_alarms_per_hour": round(s["false_alarms_per_hour"], 3),
+        "missed_falls": s["missed_falls"],
+        "adl_recordings_with_alarm": s["adl_recordings_with_alarm"],
+        # Fall recordings the classifier detects on every window, not on the uploaded ones.
+        "detected_falls_lost": int(np.sum(fall & (full.alerts > 0) & (res.alerts == 0))),
+        "detected_falls_least_turn_deg": round(least_turn, 1),
+        "fall_recordings_without_upload": int(
+            np.sum(fall & (np.bincount(sub.rec, minlength=len(fall)) == 0))
+        ),
+        "windows": {"all": len(table.X), "uploaded": int(keep.sum()), "suppressed": suppressed},
+        "adl_windows_per_hour": {
+            "all": round(adl_all / adl_hours, 1),
+            "uploaded": round(adl_up / adl_hours, 1),
+        },
+        "worst_adl_by_uploads_per_hour": [f"{k}:{v:.0f}" for v, k in sorted(per_act)[::-1][:3]],
+        "held_out_threshold": {
+            "thresholds": [round(min(thrs), 3), round(max(thrs), 3)],
+            "sensitivity": round(h["sensitivity"], 4),
+            "specificity": round(h["specificity"], 4),
+            "false_alarms_per_hour": round(h["false_alarms_per_hour"], 3),
+            "missed_falls": h["missed_falls"],
+            "adl_recordings_with_alarm": h["adl_recordings_with_alarm"],
+        },
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
 def main() -> int:
     default = REPO / ".." / "shared" / "datasets" / "sisfall" / "sisfall_train.npz"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=default)
     p.add_argument("--members", type=int, default=1)
     p.add_argument("--test-transform", nargs="+", default=["none"], choices=sorted(TRANSFORMS))
+    p.add_argument(
+        "--trigger-profile",
+        default=None,
+        metavar="NAME",
+        help="also judge only the windows this pendant profile's trigger uploads",
+    )
+    p.add_argument(
+        "--min-turn-deg",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="DEG",
+        help="with --trigger-profile: one line per posture filter setting instead of its own",
+    )
     args = p.parse_args()
 
     try:
@@ -173,6 +313,18 @@ def main() -> int:
                 "adl_recordings_with_alarm": h["adl_recordings_with_alarm"],
             }
         print(json.dumps(out), flush=True)
+    if args.trigger_profile is not None:
+        for deg in args.min_turn_deg or [None]:
+            line = _profile_line(
+                rec,
+                base,
+                base_scores,
+                threshold=threshold,
+                model_trigger=trigger,
+                name=args.trigger_profile,
+                min_turn_deg=deg,
+            )
+            print(json.dumps(line), flush=True)
     return 0
 
 

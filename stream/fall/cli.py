@@ -1,12 +1,14 @@
 """``carewatch fall``: train, evaluate and inspect the fall classifier.
 
     carewatch fall train --data FILE.npz --out DIR [--quick] [--cache DIR | --no-cache]
-    carewatch fall eval --data FILE.npz [--per-recording] [--model DIR_OR_FILE]
+    carewatch fall eval --data FILE.npz [--per-recording] [--model DIR_OR_FILE] [--profile NAME]
     carewatch fall info [--model DIR_OR_FILE]
 
 ``eval`` prints one JSON object (or, with ``--per-recording``, one JSON line per
-recording) on stdout; progress and errors go to stderr. Exit status: 0 on success, 2 on
-bad arguments, unreadable data or an unusable model.
+recording) on stdout; ``--profile`` runs the on-device trigger of that device profile
+(e.g. ``oem-lorawan-pendant``, which uploads only windows with a posture change) instead
+of the one the model was trained with. Progress and errors go to stderr. Exit status: 0
+on success, 2 on bad arguments, unreadable data, an unknown profile or an unusable model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, default=None, help="model file or directory")
     e.add_argument(
         "--per-recording", action="store_true", help="one JSON line per recording instead"
+    )
+    e.add_argument(
+        "--profile",
+        default=None,
+        metavar="NAME",
+        help="use this pendant profile's on-device trigger instead of the model's",
     )
 
     i = sub.add_parser("info", help="print a model's metadata and version notes")
@@ -86,16 +94,30 @@ def main(argv: list[str]) -> int:
             print(json.dumps(clf.metadata | {"notes": clf.notes}, indent=2))
             return 0
 
-        from stream.fall.evaluate import RecordingScore, evaluate
+        from stream.fall.evaluate import RecordingScore, evaluate, profile_trigger
+
+        if args.profile is not None:
+            cfg = profile_trigger(args.profile)
+            model_opts = clf.trigger.to_options()
+            differ = sorted(
+                k
+                for k, v in cfg.to_options().items()
+                if k != "min_turn_deg" and model_opts.get(k) != v
+            )
+            if differ:
+                progress(
+                    f"note: profile {args.profile} triggers unlike the model's training "
+                    f"({', '.join(differ)}): its windows are not what the model learnt from"
+                )
 
         if args.per_recording:
 
             def emit(r: RecordingScore) -> None:
                 print(json.dumps(r.line()), flush=True)
 
-            evaluate(args.data, clf, on_recording=emit)
+            evaluate(args.data, clf, trigger_profile=args.profile, on_recording=emit)
         else:
-            print(json.dumps(evaluate(args.data, clf)))
+            print(json.dumps(evaluate(args.data, clf, trigger_profile=args.profile)))
         return 0
     except CarewatchError as exc:
         print(f"carewatch fall {args.cmd}: {exc}", file=sys.stderr)

@@ -206,11 +206,20 @@ def resample_array(a: FloatArray, from_hz: float, to_hz: float) -> FloatArray:
     return np.asarray(a[i0] + (a[i1] - a[i0]) * frac, dtype=np.float64)
 
 
-def trigger_windows(samples_g: FloatArray, cfg: TriggerConfig) -> list[ImpactWindow]:
-    """Run the pendant's trigger over one whole recording (already at ``cfg.rate_hz``)."""
+def run_trigger(samples_g: FloatArray, cfg: TriggerConfig) -> tuple[list[ImpactWindow], int]:
+    """(uploaded windows, windows the ``min_turn_deg`` filter suppressed) of one recording.
+
+    The recording is run whole through the pendant's trigger (already at ``cfg.rate_hz``).
+    """
     trig = ImpactTrigger(cfg)
     rows = [(float(r[0]), float(r[1]), float(r[2])) for r in np.asarray(samples_g).tolist()]
-    return trig.feed(rows) + trig.flush()
+    windows = trig.feed(rows) + trig.flush()
+    return windows, trig.suppressed
+
+
+def trigger_windows(samples_g: FloatArray, cfg: TriggerConfig) -> list[ImpactWindow]:
+    """Run the pendant's trigger over one whole recording (already at ``cfg.rate_hz``)."""
+    return run_trigger(samples_g, cfg)[0]
 
 
 def iter_windows(rec: Recordings, cfg: TriggerConfig) -> Iterator[tuple[int, list[ImpactWindow]]]:

@@ -5,6 +5,12 @@ run whole through the pendant's on-device trigger, and every window it uploads i
 by the classifier. A fall recording is detected when at least one of its windows is a
 fall alert; a daily-activity recording is a false alarm when any is; every alert in a
 daily-activity recording counts in ``false_alarms_per_hour``.
+
+The trigger is the one the model was trained with, or (``trigger_profile``) the one a
+device profile configures, e.g. the LoRaWAN pendant's, which uploads only windows across
+which the posture changed (``min_turn_deg``): then only what that pendant would upload is
+judged. ``windows_per_hour_adl`` is the uploads per hour of daily activities (the airtime
+cost), ``windows_suppressed`` the windows the posture filter kept back.
 """
 
 from __future__ import annotations
@@ -16,10 +22,32 @@ from typing import Any
 
 import numpy as np
 
-from stream.fall.data import Recordings, load_recordings, trigger_windows
+from device_profiles.codecs import codec_for
+from device_profiles.codecs.pendant_payload import PendantCodecBase
+from device_profiles.errors import ProfileError
+from device_profiles.pendant_trigger import TriggerConfig, impact_values
+from device_profiles.profiles import ProfileRegistry
+from stream.fall.data import Recordings, load_recordings, run_trigger
 from stream.fall.features import impact_window_array, window_features
 from stream.fall.model import FallClassifier
 from stream.fall.train import summarize
+
+
+def profile_trigger(name: str, registry: ProfileRegistry | None = None) -> TriggerConfig:
+    """The on-device trigger a pendant profile configures (``codec_options.trigger``).
+
+    Raises :class:`ProfileError` for an unknown profile or one that is not a pendant's.
+    """
+    reg = registry if registry is not None else ProfileRegistry.load()
+    profile = reg.get(name)
+    codec = codec_for(profile)
+    if not isinstance(codec, PendantCodecBase):
+        raise ProfileError(
+            f"profile {name!r} is not a pendant's: it has no impact trigger",
+            file=profile.source,
+            path="codec",
+        )
+    return codec.layout.trigger
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class RecordingScore:
     alerts: int
     max_score: float
     seconds: float
+    suppressed: int = 0  # windows the trigger's posture filter did not upload
 
     def line(self) -> dict[str, Any]:
         """The ``--per-recording`` JSON object (contract fields first)."""
@@ -48,19 +77,23 @@ class RecordingScore:
         }
 
 
-def score_recordings(rec: Recordings, clf: FallClassifier) -> Iterator[RecordingScore]:
-    """Score every recording in file order."""
-    cfg = clf.trigger
+def score_recordings(
+    rec: Recordings, clf: FallClassifier, trigger: TriggerConfig | None = None
+) -> Iterator[RecordingScore]:
+    """Score every recording in file order, triggered by ``trigger`` (default: the model's)."""
+    cfg = trigger if trigger is not None else clf.trigger
     for i in range(len(rec)):
-        windows = trigger_windows(rec.at_rate(i, cfg.rate_hz), cfg)
+        windows, suppressed = run_trigger(rec.at_rate(i, cfg.rate_hz), cfg)
         if windows:
-            X = np.vstack(
-                [
+            if cfg.rate_hz == clf.trigger.rate_hz:
+                rows = [
                     window_features(impact_window_array(w), w.trigger_index, cfg.rate_hz)
                     for w in windows
                 ]
-            )
-            scores = clf.score_features(X)
+            else:
+                # As the processor scores an upload at another rate: resampled to the model's.
+                rows = [clf.features(impact_values(w, cfg)) for w in windows]
+            scores = clf.score_features(np.vstack(rows))
         else:
             scores = np.zeros(0)
         yield RecordingScore(
@@ -72,6 +105,7 @@ def score_recordings(rec: Recordings, clf: FallClassifier) -> Iterator[Recording
             alerts=int(np.sum(scores >= clf.threshold)),
             max_score=float(scores.max()) if len(scores) else 0.0,
             seconds=rec.seconds(i),
+            suppressed=suppressed,
         )
 
 
@@ -79,12 +113,17 @@ def evaluate(
     data: str | Path,
     clf: FallClassifier,
     *,
+    trigger_profile: str | None = None,
     on_recording: Callable[[RecordingScore], None] | None = None,
 ) -> dict[str, Any]:
-    """Summary metrics of ``clf`` over a recordings file (see module doc)."""
+    """Summary metrics of ``clf`` over a recordings file (see module doc).
+
+    ``trigger_profile`` names a device profile whose trigger replaces the model's.
+    """
+    cfg = profile_trigger(trigger_profile) if trigger_profile is not None else clf.trigger
     rec = load_recordings(data)
     results = []
-    for r in score_recordings(rec, clf):
+    for r in score_recordings(rec, clf, cfg):
         results.append(r)
         if on_recording is not None:
             on_recording(r)
@@ -96,7 +135,16 @@ def evaluate(
         np.asarray([r.max_score for r in results]),
     )
     summary["threshold"] = clf.threshold
-    summary["rate_hz"] = clf.trigger.rate_hz
+    summary["rate_hz"] = cfg.rate_hz
     summary["source_rate_hz"] = rec.rate_hz
     summary["windows"] = int(sum(r.windows for r in results))
+    summary["windows_suppressed"] = int(sum(r.suppressed for r in results))
+    adl_hours = sum(r.seconds for r in results if not r.is_fall) / 3600.0
+    adl_windows = sum(r.windows for r in results if not r.is_fall)
+    summary["windows_per_hour_adl"] = round(adl_windows / adl_hours, 3) if adl_hours else None
+    summary["trigger"] = {
+        "source": "model" if trigger_profile is None else "profile",
+        "profile": trigger_profile,
+        **cfg.to_options(),
+    }
     return summary

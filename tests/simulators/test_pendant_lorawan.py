@@ -10,9 +10,11 @@ import pytest
 from device_profiles.codecs import codec_for
 from device_profiles.codecs.base import MqttMessage, Reading
 from device_profiles.codecs.chirpstack import ChirpStackPendantCodec
+from device_profiles.codecs.pendant_payload import PendantCodecBase
 from device_profiles.errors import DecodeError
 from device_profiles.pendant_trigger import TriggerConfig
 from device_profiles.profiles import ProfileRegistry
+from simulators.pendant_device import PendantDevice
 from simulators.pendant_lorawan import PendantLoRaWanSimulator
 from tests.simulators.mqtt_helpers import collect, subscriber
 
@@ -148,3 +150,37 @@ async def test_lost_uplink_and_reconnect(mosquitto, topic_prefix) -> None:
     imp = gw.named("impact")[0]
     assert imp.values["complete"] is False and imp.values["missing_samples"] == 36
     assert sim.reconnects == 1 and len(w) == window_uplinks()[0]
+
+
+def brisk_walk(seconds: float, rate_hz: int = 200) -> list[tuple[float, float, float]]:
+    """Upright walking with 1.9 g steps: fires the impact trigger, never turns the body."""
+    out = []
+    for i in range(int(seconds * rate_hz)):
+        t = i / rate_hz
+        out.append(
+            (0.02 + 0.08 * math.sin(2 * math.pi * t), -0.05, 1.0 + 0.9 * math.sin(4 * math.pi * t))
+        )
+    return out
+
+
+async def test_walking_windows_stay_on_the_pendant(mosquitto, topic_prefix) -> None:
+    # The simulator runs the profile's trigger, posture filter included: a walk before
+    # the fall fires the trigger again and again, but only the fall's window goes up.
+    trace = brisk_walk(20) + fall_trace()
+    rf = codec_for(ProfileRegistry.load().get("oem-rf433-button-pendant"))
+    assert isinstance(rf, PendantCodecBase)
+    unfiltered = PendantDevice(rf, "00A1B2C3").windows(trace, 200)
+    assert len(unfiltered) >= 5
+    topic = f"application/{topic_prefix}/device/+/event/up"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix) as sim:
+            [w] = await sim.impact(trace, rate_hz=200)
+            await sim.heartbeat(battery=90)
+        # The heartbeat right after the window's uplinks: nothing else was sent.
+        messages = await collect(client, window_uplinks()[1] + 1)
+    assert w == unfiltered[-1]
+    assert sim.pendant.suppressed == len(unfiltered) - 1
+    gw = Gateway()
+    gw.feed(messages)
+    assert [r.reading for r in gw.readings] == ["impact", "heartbeat"]
+    assert gw.named("impact")[0].values["x"] == list(w.x)

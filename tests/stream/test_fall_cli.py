@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from device_profiles.pendant_trigger import TriggerConfig
+from stream.fall import evaluate as evaluate_module
 from stream.fall import synthetic as S
 from stream.fall.cli import main
 from stream.fall.data import load_recordings
@@ -173,3 +175,84 @@ def test_train_quick_writes_a_model_that_eval_uses(
     assert summary["recordings"] == 12
     assert main(["info", "--model", str(out)]) == 0
     assert '"feature_version"' in capsys.readouterr().out
+
+
+def _eval_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert main(["eval", *args]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    result: dict[str, Any] = json.loads(out[0])
+    return result
+
+
+def test_eval_with_the_lorawan_profile_uploads_only_posture_changes(
+    small_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _eval_json(["--data", str(small_file)], capsys)
+    assert model["trigger"]["source"] == "model" and model["trigger"]["profile"] is None
+    assert model["trigger"]["min_turn_deg"] == 0
+    assert model["windows_suppressed"] == 0
+    # The 1.9 g steps of the walk fire the trigger many times.
+    assert model["windows_per_hour_adl"] > 100
+
+    lora = _eval_json(["--data", str(small_file), "--profile", "oem-lorawan-pendant"], capsys)
+    assert lora["trigger"]["source"] == "profile"
+    assert lora["trigger"]["profile"] == "oem-lorawan-pendant"
+    assert lora["trigger"]["min_turn_deg"] == 20
+    # Upright walking never changes posture: nothing of it goes up; every fall does.
+    assert lora["windows_per_hour_adl"] == 0.0
+    assert lora["windows_suppressed"] > 0
+    assert lora["windows"] + lora["windows_suppressed"] == model["windows"]
+    assert lora["windows"] >= lora["falls"]
+    for key in CONTRACT_KEYS - {"per_activity"}:
+        assert lora[key] == model[key], key
+    assert lora["per_activity"]["F01"]["alerted"] == 2
+    assert lora["per_activity"]["D03"]["alerted"] == 0
+
+    # An RF pendant has no airtime limit and uploads what the model's trigger does.
+    rf = _eval_json(["--data", str(small_file), "--profile", "oem-rf433-button-pendant"], capsys)
+    assert rf["trigger"]["min_turn_deg"] == 0
+    assert (rf["windows"], rf["windows_per_hour_adl"]) == (
+        model["windows"],
+        model["windows_per_hour_adl"],
+    )
+
+
+def test_eval_per_recording_with_a_profile_keeps_its_lines(
+    small_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["eval", "--data", str(small_file), "--per-recording"]
+    assert main(args) == 0
+    plain = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert main([*args, "--profile", "oem-lorawan-pendant"]) == 0
+    lora = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [set(x) for x in lora] == [set(x) for x in plain]
+    for a, b in zip(plain, lora, strict=True):
+        assert b["windows"] <= a["windows"]
+        assert b["windows"] == (a["windows"] if a["is_fall"] else 0)
+        assert (b["alerts"] > 0) == b["is_fall"]
+    assert any(a["windows"] > 0 and not a["is_fall"] for a in plain)
+
+
+def test_eval_profile_at_another_rate_is_resampled_and_noted(
+    small_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pendant sampling at 100 Hz: its windows are scored resampled to the model's
+    # 50 Hz, as the processor scores such an upload, and the command says the model was
+    # not trained on such windows.
+    fast = TriggerConfig(rate_hz=100, min_turn_deg=20)
+    monkeypatch.setattr(evaluate_module, "profile_trigger", lambda name, registry=None: fast)
+    assert main(["eval", "--data", str(small_file), "--profile", "fast-pendant"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: profile fast-pendant triggers unlike the model's training (rate_hz)" in err
+    result = json.loads(out)
+    assert result["rate_hz"] == 100 and result["trigger"]["rate_hz"] == 100
+    assert result["sensitivity"] == 1.0 and result["specificity"] == 1.0
+    assert result["windows_per_hour_adl"] == 0.0
+
+
+def test_eval_profile_errors_exit_2(small_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--data", str(small_file), "--profile", "no-such-pendant"]) == 2
+    assert "unknown profile 'no-such-pendant'" in capsys.readouterr().err
+    assert main(["eval", "--data", str(small_file), "--profile", "aqara-rtcgq11lm"]) == 2
+    assert "no impact trigger" in capsys.readouterr().err

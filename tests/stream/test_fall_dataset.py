@@ -62,8 +62,8 @@ def _subset(tmp_path: Path, *, rotate: bool, rate: int, g_per_count: float) -> P
     return path
 
 
-def _eval(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    assert main(["eval", "--data", str(path)]) == 0
+def _eval(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    assert main(["eval", "--data", str(path), *extra]) == 0
     result: dict[str, Any] = json.loads(capsys.readouterr().out)
     return result
 
@@ -85,6 +85,24 @@ def test_shipped_model_holds_for_a_rotated_sensor_at_another_rate_and_scale(
     assert moved["recordings"] == base["recordings"]
     assert moved["sensitivity"] >= 0.98
     assert moved["specificity"] >= 0.97
+
+
+def test_lorawan_posture_filter_keeps_the_detected_falls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # The LoRaWAN pendant uploads only windows with a posture change: on real recordings
+    # it must keep every fall the classifier detects while cutting the uploads of daily
+    # activities by far more than half (about 500 -> 40 an hour on all of SisFall).
+    path = _subset(tmp_path, rotate=False, rate=200, g_per_count=1 / 256)
+    every = _eval(path, capsys)
+    lora = _eval(path, capsys, "--profile", "oem-lorawan-pendant")
+    assert lora["trigger"]["min_turn_deg"] > 0
+    assert lora["windows"] + lora["windows_suppressed"] == every["windows"]
+    for act, entry in every["per_activity"].items():
+        if entry["is_fall"]:
+            assert lora["per_activity"][act]["alerted"] == entry["alerted"], act
+    assert lora["sensitivity"] == every["sensitivity"]
+    assert lora["windows_per_hour_adl"] < 0.25 * every["windows_per_hour_adl"]
 
 
 def test_recorded_loso_results_meet_the_floor() -> None:
