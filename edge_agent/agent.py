@@ -440,8 +440,10 @@ class Agent:
             "drops": drops,
             # site messages delivered again by their broker and recognized as stored
             "redeliveries_skipped": counters.get("site_redeliveries_skipped", 0),
-            # group commits that failed (disk full, I/O error) and the readings they held:
-            # the site broker delivers MQTT ones again, serial and Modbus ones are lost
+            # group commits tried again after a passing fault, and those that failed for
+            # good (disk full, I/O error) with the readings they held: the site broker
+            # delivers MQTT ones again, serial and Modbus ones are lost
+            "commit_retried": counters.get("commit_retried", 0),
             "commit_failed": counters.get("commit_failed", 0),
             "commit_failed_events": counters.get("commit_failed_events", 0),
             "decode_errors": decode_errors,

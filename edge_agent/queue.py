@@ -80,6 +80,11 @@ LAST_ISSUED = "clock.last_issued_ms"
 _DROP_CHUNK = 512
 #: Rows rewritten per transaction when untrusted stamps are corrected.
 _CORRECT_CHUNK = 500
+#: Waits before each new try of a group commit that failed with an SQLite operational
+#: error (locked, I/O, disk full): a passing fault (a busy SD card, another process
+#: holding the lock, space freed by the age cap) then costs a delay, not readings that
+#: no device will send again. A fault that outlasts them fails the commit.
+COMMIT_RETRY_S: tuple[float, ...] = (0.1, 0.4, 1.5)
 
 JsonState = dict[str, Any]
 
@@ -763,8 +768,10 @@ class EventQueue:
         max_pending: int = 2000,
         on_commit: Callable[[AppendResult], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
+        commit_retry_s: Sequence[float] = COMMIT_RETRY_S,
     ) -> None:
         self.store = store
+        self.commit_retry_s = tuple(commit_retry_s)
         # One thread owns the SQLite connection: every store call runs there.
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue")
         self._pending: _Pending | None = None
@@ -862,19 +869,8 @@ class EventQueue:
             batch, self._pending = self._pending, None
             self._pending_count = 0
             self._room.set()
-            now_ms = None if self.now_ms is None else self.now_ms()
             try:
-                result = await self.call(
-                    functools.partial(
-                        self.store.append,
-                        batch.drafts,
-                        batch.states,
-                        counters=batch.counters,
-                        quarantine=batch.quarantine,
-                        seen=batch.seen,
-                        now_ms=now_ms,
-                    )
-                )
+                result = await self._commit(batch)
             except Exception as exc:  # disk full, I/O error: tell every waiter
                 log.error("queue: commit of %d events failed: %s", len(batch.drafts), exc)
                 await self.call(self.store.note_commit_failed, len(batch.drafts))
@@ -892,6 +888,41 @@ class EventQueue:
             if result.events:
                 self.changed.set()
         self._drained.set()
+
+    async def _commit(self, batch: _Pending) -> AppendResult:
+        """Store ``batch``, trying again after :data:`COMMIT_RETRY_S` on operational
+        errors (each retry counted as ``commit_retried`` by the commit that works)."""
+        retried = 0
+        while True:
+            now_ms = None if self.now_ms is None else self.now_ms()
+            counters = batch.counters
+            if retried:
+                counters = {**counters, "commit_retried": counters.get("commit_retried", 0)}
+                counters["commit_retried"] += retried
+            try:
+                return await self.call(
+                    functools.partial(
+                        self.store.append,
+                        batch.drafts,
+                        batch.states,
+                        counters=counters,
+                        quarantine=batch.quarantine,
+                        seen=batch.seen,
+                        now_ms=now_ms,
+                    )
+                )
+            except sqlite3.OperationalError as exc:
+                if retried >= len(self.commit_retry_s):
+                    raise
+                delay = self.commit_retry_s[retried]
+                retried += 1
+                log.warning(
+                    "queue: commit of %d events failed (%s); trying again in %.1f s",
+                    len(batch.drafts),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed."""

@@ -1,7 +1,10 @@
 """A failed group commit (I/O error, disk full) is never silent.
 
-The commit is made to fail once by a connection wrapper that raises
-``sqlite3.OperationalError`` on ``COMMIT``, as SQLite does when the disk is full.
+The commit is made to fail by a connection wrapper that raises
+``sqlite3.OperationalError`` on ``COMMIT``, as SQLite does when the disk is full. A
+passing fault is tried again (``COMMIT_RETRY_S``) and loses nothing; one that outlasts
+the retries fails the commit. The unit tests of a failed commit open their queue
+without retries (``commit_retry_s=()``).
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from typing import Any
 import pytest
 
 from edge_agent.ingest import message_digest
-from edge_agent.queue import EventQueue, QueueError
+from edge_agent.queue import COMMIT_RETRY_S, EventQueue, QueueError
 from edge_agent.sources.mqtt import _acker
 from tests.edge_agent.test_queue import draft
 
 
 class FailingCommit:
-    """An SQLite connection whose next ``COMMIT`` fails (then it works again)."""
+    """An SQLite connection whose next ``times`` ``COMMIT``s fail (then it works again)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, times: int = 1) -> None:
         self.db = db
-        self.fail = 1
+        self.fail = times
 
     def execute(self, sql: str, *args: Any) -> Any:
         if sql == "COMMIT" and self.fail:
@@ -34,8 +37,37 @@ class FailingCommit:
         return getattr(self.db, name)
 
 
+async def test_a_passing_commit_fault_is_tried_again_and_loses_nothing(tmp_path) -> None:
+    q = await EventQueue.open(
+        tmp_path / "q.db", gateway="gw-1", site="s-1", commit_retry_s=(0.01, 0.01)
+    )
+    await q.put([draft(0)])
+    q.store._db = FailingCommit(q.store._db, times=2)  # type: ignore[assignment]
+    res = await q.put([draft(i) for i in range(1, 4)], counters={"received": 3})
+    assert [e.seq for e in res.events] == [2, 3, 4]
+    assert (await q.stats()).depth == 4
+    counters = await q.call(q.store.counters)
+    assert counters.get("commit_retried") == 2
+    assert counters.get("received") == 3
+    assert "commit_failed" not in counters
+    await q.close()
+
+
+async def test_a_fault_outlasting_the_retries_fails_the_commit(tmp_path) -> None:
+    q = await EventQueue.open(
+        tmp_path / "q.db", gateway="gw-1", site="s-1", commit_retry_s=(0.01, 0.01)
+    )
+    q.store._db = FailingCommit(q.store._db, times=3)  # type: ignore[assignment]
+    with pytest.raises(QueueError):
+        await q.put([draft(1)])
+    counters = await q.call(q.store.counters)
+    assert counters.get("commit_failed") == 1
+    assert "commit_retried" not in counters  # rolled back with the failed commit
+    await q.close()
+
+
 async def test_failed_commit_raises_is_counted_and_totals_follow_the_disk(tmp_path) -> None:
-    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1")
+    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1", commit_retry_s=())
     await q.put([draft(0)])
     before = await q.stats()
     q.store._db = FailingCommit(q.store._db)  # type: ignore[assignment]
@@ -72,7 +104,7 @@ class Paho:
 
 
 async def test_mqtt_source_does_not_ack_a_failed_commit_and_reconnects(tmp_path) -> None:
-    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1")
+    q = await EventQueue.open(tmp_path / "q.db", gateway="gw-1", site="s-1", commit_retry_s=())
     q.store._db = FailingCommit(q.store._db)  # type: ignore[assignment]
     from edge_agent.ingest import SeenMessages
 
@@ -105,7 +137,7 @@ async def test_codec_state_returns_to_the_stored_one_after_a_failed_commit(tmp_p
             [{"id": "ff-1", "profile": "beamcount-irc200", "modbus": {"port": "/dev/ttyUSB1"}}],
         )
     )
-    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1")
+    q = await EventQueue.open(cfg.queue.path, gateway="g1", site="s1", commit_retry_s=())
     ingest = Ingest(
         cfg, q, clock=Clock(trust="always"), health=DeviceHealth(), registry=ProfileRegistry.load()
     )
@@ -125,7 +157,8 @@ async def test_codec_state_returns_to_the_stored_one_after_a_failed_commit(tmp_p
 
 
 class FailingEventCommit:
-    """An SQLite connection whose next commit that stores Events fails, once.
+    """An SQLite connection whose next commits that store Events fail: once more than
+    the queue tries (a lasting fault, not a passing one).
 
     Other transactions (acks, counters, meta) go through, so the failure hits a group
     commit of readings whatever the agent's housekeeping does meanwhile.
@@ -133,7 +166,7 @@ class FailingEventCommit:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.fail = 1
+        self.fail = len(COMMIT_RETRY_S) + 1
         self.inserting = False
 
     def execute(self, sql: str, *args: Any) -> Any:
