@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from device_profiles.errors import ConfigError
 from stream.cli import main
 from stream.config import (
     ConfigProblems,
@@ -15,7 +20,17 @@ from stream.config import (
     parse_duration_ms,
     parse_time_ms,
 )
-from stream.registry import build_detectors
+from stream.detectors.alarm import AlarmDetector
+from stream.detectors.inactivity import InactivityDetector
+from stream.detectors.noshow import NoShowDetector
+from stream.detectors.operations import (
+    DeviceHealthDetector,
+    GatewayDetector,
+    OccupancyDetector,
+    operations_detectors,
+)
+from stream.detectors.sitetime import duration_ms
+from stream.registry import DETECTORS, build_detectors
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "deploy" / "stream.sample.yaml"
@@ -43,6 +58,77 @@ def test_sample_config_is_valid_and_shows_the_defaults() -> None:
     assert cfg.state == defaults.state
     assert cfg.logging == defaults.logging
     assert [d.name for d in defaults.detectors] == [d.name for d in cfg.detectors]
+
+
+def _keyword_options(cls: type[Any], skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A detector's keyword-only constructor arguments (its config options) and defaults."""
+    params = inspect.signature(cls).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in skip}
+
+
+def _is_duration(value: Any) -> bool:
+    try:
+        duration_ms(value, "")
+    except ConfigError:
+        return False
+    return True
+
+
+def _assert_shows_keywords(
+    cls: type[Any], shown: Mapping[str, Any], where: str, skip: frozenset[str] = frozenset()
+) -> None:
+    options = _keyword_options(cls, skip)
+    assert options, f"{cls.__name__} has no keyword options any more: update this test"
+    assert set(shown) == set(options), (
+        f"{where} in the sample: missing {sorted(set(options) - set(shown))}, "
+        f"not options {sorted(set(shown) - set(options))}"
+    )
+    for name, default in options.items():
+        value = shown[name]
+        if isinstance(default, str) and _is_duration(default):
+            # The constructor reads it with duration_ms: "30m" and 1800 are the same.
+            assert duration_ms(value, name) == duration_ms(default, name), f"{where}.{name}"
+        else:
+            assert value == default, f"{where}.{name}: sample {value!r}, default {default!r}"
+            assert isinstance(value, bool) == isinstance(default, bool), f"{where}.{name}"
+
+
+def test_sample_shows_every_detector_option_with_its_default() -> None:
+    """A new detector option, or a changed default, must show in the sample operators copy."""
+    shown = yaml.safe_load(SAMPLE.read_text())["detectors"]
+    assert set(shown) == set(DETECTORS)
+    # inactivity and noshow parse their options (and the per-site, per-resident
+    # overrides) into a frozen dataclass with its own parse().
+    for name, cls in (("inactivity", InactivityDetector), ("noshow", NoShowDetector)):
+        options_type = type(cls().options)
+        names = {f.name for f in fields(options_type)}
+        assert set(shown[name]) == names, (
+            f"detectors.{name} in the sample: missing {sorted(names - set(shown[name]))}, "
+            f"not options {sorted(set(shown[name]) - names)}"
+        )
+        parsed, default = options_type.parse(shown[name], f"detectors.{name}"), options_type()
+        wrong = {
+            f.name: (getattr(parsed, f.name), getattr(default, f.name))
+            for f in fields(options_type)
+            if getattr(parsed, f.name) != getattr(default, f.name)
+        }
+        assert not wrong, f"detectors.{name} in the sample is not the default: {wrong}"
+    # The alarm and the operations detectors take keyword arguments. The fall scorer is
+    # a Python callable (tests and embedders pass one), not a config option.
+    _assert_shows_keywords(
+        AlarmDetector, shown["alarm"], "detectors.alarm", skip=frozenset({"scorer"})
+    )
+    sections: dict[str, type[Any]] = {
+        "occupancy": OccupancyDetector,
+        "devices": DeviceHealthDetector,
+        "gateways": GatewayDetector,
+    }
+    made = {type(d) for d in operations_detectors()}
+    assert made == set(sections.values()), "operations makes other detectors: update this test"
+    assert set(shown["operations"]) == set(sections)
+    for section, cls in sections.items():
+        where = f"detectors.operations.{section}"
+        _assert_shows_keywords(cls, shown["operations"][section], where)
 
 
 def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
