@@ -693,6 +693,14 @@ def _parse_detectors(r: _Reader, data: Any) -> tuple[DetectorConfig, ...]:
             r.error(f"{path}.class", "expected 'module:attribute' or a registry name")
             continue
         out.append(DetectorConfig(str(name), target, opts))
+    # The built-in detectors' options are checked here, with the rest of the file, so a
+    # value a detector cannot use never reaches it (imported late: the registry imports
+    # this module).
+    from stream.registry import check_options
+
+    for cfg in out:
+        for where, message in check_options(cfg):
+            r.error(where, message)
     return tuple(out)
 
 

@@ -9,6 +9,12 @@ returning one detector or a list of them (``operations`` is three detectors). Th
 remaining keys of the section are passed as keyword arguments, so a detector documents
 its options in its ``__init__``; ``enabled: false`` (or ``name: false``) leaves it out.
 
+The module of each built-in detector also defines ``check_options(options, where)``,
+which checks a section without building the detector (building loads the fall model
+and the device profiles): the stream config runs it when the file is read
+(:func:`check_options`), so a bad option is a problem with its path at ``--check`` and
+at start, never an error inside a running detector.
+
 ::
 
     detectors:
@@ -22,13 +28,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from device_profiles.errors import CarewatchError
+from device_profiles.errors import CarewatchError, ConfigError
 from stream.config import ConfigProblems, DetectorConfig
 from stream.detectors.base import Detector
+from stream.detectors.options import problems_of
 
 #: Explicit entries; names not listed resolve by module convention (see module doc).
 DETECTORS: dict[str, str] = {
@@ -86,6 +93,27 @@ def resolve(target: str) -> Factory:
     return cls
 
 
+def check_options(cfg: DetectorConfig) -> list[tuple[str, str]]:
+    """(path, message) of every bad option of a built-in detector's section.
+
+    Cheap: the detector is not built. Plugged-in detectors (not in :data:`DETECTORS`)
+    check their options when they are built.
+    """
+    spec = DETECTORS.get(cfg.target)
+    if spec is None:
+        return []
+    module = importlib.import_module(spec.partition(":")[0])
+    check: Callable[[Mapping[str, Any], str], None] | None = getattr(module, "check_options", None)
+    if check is None:
+        return []
+    path = f"detectors.{cfg.name}"
+    try:
+        check(cfg.options, path)
+    except ConfigError as exc:
+        return problems_of(exc, path)
+    return []
+
+
 def build_detectors(configs: Sequence[DetectorConfig]) -> list[Detector[Any]]:
     """Instantiate every configured detector; raises :class:`ConfigProblems`."""
     problems: list[tuple[str, str]] = []
@@ -93,8 +121,15 @@ def build_detectors(configs: Sequence[DetectorConfig]) -> list[Detector[Any]]:
     seen: set[str] = set()
     for cfg in configs:
         path = f"detectors.{cfg.name}"
+        bad = check_options(cfg)
+        if bad:
+            problems += bad
+            continue
         try:
             made = resolve(cfg.target)(**dict(cfg.options))
+        except ConfigError as exc:
+            problems += problems_of(exc, path)
+            continue
         except (ValueError, TypeError, CarewatchError) as exc:
             problems.append((path, str(exc)))
             continue

@@ -68,9 +68,12 @@ import yaml
 
 from device_profiles.errors import CarewatchError, ConfigError
 from device_profiles.events import Event
+from stream.config import DetectorConfig
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.options import OptionProblems
 from stream.detectors.sitetime import LocalTime
+from stream.registry import check_options
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +303,11 @@ def default_detectors(
         section = dict(raw)
         if section.pop("enabled", True) is False:
             continue
+        # The stream config's checks: every bad option named, and no option a detector
+        # takes only from Python (the fall scorer).
+        problems = check_options(DetectorConfig(name, name, section))
+        if problems:
+            raise OptionProblems(problems)
         try:
             made = factory(**section)
         except ConfigError:

@@ -35,6 +35,15 @@ import msgspec
 
 from device_profiles.events import Event, Value
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.options import (
+    Convert,
+    boolean,
+    choice,
+    duration,
+    number,
+    optional,
+    read_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,26 @@ class AlarmState(msgspec.Struct, kw_only=True):
     device: str | None = None
 
 
+_SEVERITIES = tuple(s.value for s in Severity)
+
+#: The options of the ``detectors.alarm`` config section. The ``scorer`` keyword is not
+#: one of them: a Python callable, passed by tests and embedders, never set from YAML.
+OPTIONS: dict[str, Convert] = {
+    "fall": boolean,
+    "fall_threshold": optional(number(0, 1)),
+    "fall_severity": choice(*_SEVERITIES),
+    "still_severity": choice(*_SEVERITIES),
+    "still_after_s": duration(positive=True),
+    "merge_s": duration(),
+    "unscored_impacts": choice("alert", "ignore"),
+}
+
+
+def check_options(options: Mapping[str, Any], where: str = "detectors.alarm") -> None:
+    """Raise :class:`~stream.detectors.options.OptionProblems` naming every bad option."""
+    read_options(options, where, OPTIONS)
+
+
 def _default_scorer() -> tuple[Scorer | None, float | None]:
     """The packaged fall classifier (``stream.fall.model``), when it is installed and loads."""
     try:
@@ -107,13 +136,15 @@ class AlarmDetector(Detector[AlarmState]):
     ``fall`` (true)
         score ``impact`` windows with the fall classifier;
     ``fall_threshold`` (the classifier's own, else 0.5)
-        a score at or above it is a fall;
+        a score (0 to 1) at or above it is a fall;
     ``fall_severity`` ("high"), ``still_severity`` ("critical")
         severity of a fall, and of a fall followed by no movement;
     ``still_after_s`` (120)
-        how long after a fall movement must be reported to count as "moved";
+        how long after a fall movement must be reported to count as "moved": seconds,
+        or a duration such as ``"2m"`` (the name says seconds for compatibility);
     ``merge_s`` (60)
-        a press this close to a fall is reported as part of the same incident;
+        a press this close to a fall is reported as part of the same incident (seconds,
+        or a duration);
     ``unscored_impacts`` ("alert")
         what an impact becomes when no classifier is available: ``alert`` (a HIGH
         "possible fall") or ``ignore``.
@@ -129,27 +160,38 @@ class AlarmDetector(Detector[AlarmState]):
         fall_threshold: float | None = None,
         fall_severity: str = "high",
         still_severity: str = "critical",
-        still_after_s: float = 120.0,
-        merge_s: float = 60.0,
+        still_after_s: float | str = 120.0,
+        merge_s: float | str = 60.0,
         unscored_impacts: str = "alert",
         scorer: Scorer | None = None,
     ) -> None:
-        if unscored_impacts not in ("alert", "ignore"):
-            raise ValueError(f"unscored_impacts={unscored_impacts!r} (allowed: alert, ignore)")
-        if still_after_s <= 0 or merge_s < 0:
-            raise ValueError("still_after_s must be > 0 and merge_s >= 0")
-        self.fall_severity = Severity(fall_severity)
-        self.still_severity = Severity(still_severity)
-        self.still_after_ms = int(still_after_s * 1000)
-        self.merge_ms = int(merge_s * 1000)
-        self.unscored_impacts = unscored_impacts
+        """Raises ConfigError naming every bad option (see :data:`OPTIONS`)."""
+        o = read_options(
+            {
+                "fall": fall,
+                "fall_threshold": fall_threshold,
+                "fall_severity": fall_severity,
+                "still_severity": still_severity,
+                "still_after_s": still_after_s,
+                "merge_s": merge_s,
+                "unscored_impacts": unscored_impacts,
+            },
+            "detectors.alarm",
+            OPTIONS,
+        )
+        self.fall_severity = Severity(o["fall_severity"])
+        self.still_severity = Severity(o["still_severity"])
+        self.still_after_ms: int = o["still_after_s"]
+        self.merge_ms: int = o["merge_s"]
+        self.unscored_impacts: str = o["unscored_impacts"]
         default_threshold: float | None = None
         if scorer is None and fall:
             scorer, default_threshold = _default_scorer()
         self.scorer = scorer if fall else None
+        threshold: float | None = o["fall_threshold"]
         self.threshold = (
-            fall_threshold
-            if fall_threshold is not None
+            threshold
+            if threshold is not None
             else (default_threshold if default_threshold is not None else 0.5)
         )
 

@@ -82,7 +82,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import msgspec
@@ -90,15 +90,23 @@ import msgspec
 from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.options import (
+    Convert,
+    boolean,
+    duration,
+    integer,
+    names,
+    number,
+    read_options,
+    span,
+    time_of_day,
+)
 from stream.detectors.sitetime import (
     HOUR_MS,
     MINUTE_MS,
     LocalTime,
     device_config,
-    duration_ms,
     fmt_duration,
-    span_min,
-    time_of_day_min,
 )
 
 log = logging.getLogger(__name__)
@@ -185,50 +193,12 @@ class InactivityOptions:
     def parse(
         cls, raw: Mapping[str, Any], where: str, base: InactivityOptions | None = None
     ) -> InactivityOptions:
-        """Options from a config mapping; unknown keys and bad values raise ConfigError."""
-        base = base or cls()
-        known = {f.name for f in fields(cls)}
-        changes: dict[str, Any] = {}
-        for name, value in raw.items():
-            option = f"{where}.{name}"
-            if name not in known:
-                raise ConfigError(
-                    f"unknown option (allowed: {', '.join(sorted(known))})", path=option
-                )
-            current = getattr(base, name)
-            if name in ("night", "evening"):
-                changes[name] = span_min(value, option)
-            elif name == "not_back_by":
-                changes[name] = time_of_day_min(value, option)
-            elif name == "exit_placements":
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigError("must be a list of placements", path=option)
-                changes[name] = tuple(value)
-            elif isinstance(current, bool):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{value!r} must be true or false", path=option)
-                changes[name] = value
-            elif name in (
-                "quantile",
-                "margin_factor",
-                "min_samples",
-                "half_life_days",
-                "neighbour_weight",
-                "min_history_days",
-            ):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ConfigError(f"{value!r} must be a number", path=option)
-                changes[name] = type(current)(value)
-            else:
-                changes[name] = duration_ms(value, option)
-        options = replace(base, **changes)
-        if not 0.5 <= options.quantile < 1:
-            raise ConfigError("must be in [0.5, 1)", path=f"{where}.quantile")
-        if options.margin_factor < 1:
-            raise ConfigError("must be >= 1", path=f"{where}.margin_factor")
-        if options.half_life_days <= 0:
-            raise ConfigError("must be > 0", path=f"{where}.half_life_days")
-        return options
+        """``base`` (default: the defaults) with the options ``raw`` sets.
+
+        Raises :class:`~stream.detectors.options.OptionProblems` naming every unknown
+        option and bad value (see :data:`OPTIONS`).
+        """
+        return replace(base or cls(), **read_options(raw, where, OPTIONS))
 
     def is_night(self, hour: int) -> bool:
         """True when a quiet period starting at local ``hour`` is judged by night limits."""
@@ -237,6 +207,39 @@ class InactivityOptions:
     def is_evening(self, hour: int) -> bool:
         """True when a quiet period starting at local ``hour`` may be going to bed."""
         return _in_span(self.evening, hour * 60)
+
+
+#: How each option of :class:`InactivityOptions` is read from the config (``detectors.
+#: inactivity``, and ``inactivity`` under a site or a resident); durations become ms.
+OPTIONS: dict[str, Convert] = {
+    "quantile": number(0.5, 1, open_hi=True),
+    "margin_factor": number(1),
+    "margin": duration(),
+    "min_limit": duration(),
+    "day_cap": duration(positive=True),
+    "night_cap": duration(positive=True),
+    "default_day_limit": duration(positive=True),
+    "default_night_limit": duration(positive=True),
+    "min_history_days": integer(0),
+    "min_samples": number(0),
+    "half_life_days": number(0, open_lo=True),
+    "neighbour_weight": number(0, 1),
+    "night": span,
+    "bedtime_places": boolean,
+    "evening": span,
+    "not_back_by": time_of_day,
+    "away_grace": duration(),
+    "away_limit": duration(positive=True),
+    "gateway_grace": duration(),
+    "unknown_limit": duration(),
+    "exit_placements": names,
+    "enabled": boolean,
+}
+
+
+def check_options(options: Mapping[str, Any], where: str = "detectors.inactivity") -> None:
+    """Raise :class:`~stream.detectors.options.OptionProblems` naming every bad option."""
+    InactivityOptions.parse(options, where)
 
 
 def _in_span(span: tuple[int, int], minute: int) -> bool:

@@ -54,13 +54,13 @@ import msgspec
 from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.options import Convert, boolean, duration, integer, number, read_options
 from stream.detectors.sitetime import (
     DAY_MS,
     MINUTE_MS,
     WEEKDAYS,
     LocalTime,
     OpeningCalendar,
-    duration_ms,
     time_of_day_min,
     weekday_of_day,
     weekday_set,
@@ -92,33 +92,30 @@ class NoShowOptions:
     def parse(
         cls, raw: Mapping[str, Any], where: str, base: NoShowOptions | None = None
     ) -> NoShowOptions:
-        """Options from a config mapping; raises ConfigError naming the option."""
-        base = base or cls()
-        changes: dict[str, Any] = {}
-        for name, value in raw.items():
-            option = f"{where}.{name}"
-            if name in ("margin", "forget_after"):
-                changes[name] = duration_ms(value, option)
-            elif name == "enabled":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{value!r} must be true or false", path=option)
-                changes[name] = value
-            elif name in ("min_days", "min_rate", "decay"):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ConfigError(f"{value!r} must be a number", path=option)
-                changes[name] = type(getattr(base, name))(value)
-            else:
-                raise ConfigError(
-                    "unknown option (allowed: decay, enabled, forget_after, margin, min_days, "
-                    "min_rate)",
-                    path=option,
-                )
-        options = replace(base, **changes)
-        if not 0 < options.decay <= 1:
-            raise ConfigError("must be in (0, 1]", path=f"{where}.decay")
-        if not 0 < options.min_rate <= 1:
-            raise ConfigError("must be in (0, 1]", path=f"{where}.min_rate")
-        return options
+        """``base`` (default: the defaults) with the options ``raw`` sets.
+
+        Raises :class:`~stream.detectors.options.OptionProblems` naming every unknown
+        option and bad value (see :data:`OPTIONS`).
+        """
+        return replace(base or cls(), **read_options(raw, where, OPTIONS))
+
+
+#: How each option of :class:`NoShowOptions` is read from the config (``detectors.noshow``,
+#: and ``noshow`` under a site or a resident); durations become ms. ``min_days`` is at
+#: most a year of that weekday (the decayed attendance could never reach more).
+OPTIONS: dict[str, Convert] = {
+    "margin": duration(),
+    "min_days": integer(1, 52),
+    "min_rate": number(0, 1, open_lo=True),
+    "decay": number(0, 1, open_lo=True),
+    "forget_after": duration(),
+    "enabled": boolean,
+}
+
+
+def check_options(options: Mapping[str, Any], where: str = "detectors.noshow") -> None:
+    """Raise :class:`~stream.detectors.options.OptionProblems` naming every bad option."""
+    NoShowOptions.parse(options, where)
 
 
 class MemberState(msgspec.Struct, kw_only=True):

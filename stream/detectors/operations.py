@@ -57,6 +57,18 @@ import msgspec
 from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.detectors.base import AlertSignal, Audience, Detector, DetectorContext, Severity
+from stream.detectors.options import (
+    Convert,
+    OptionProblems,
+    boolean,
+    duration,
+    integer,
+    number,
+    optional,
+    problems_of,
+    read_options,
+    section,
+)
 from stream.detectors.sitetime import (
     HOUR_MS,
     LocalTime,
@@ -88,19 +100,77 @@ def operations_detectors(**options: Any) -> list[Detector[Any]]:
 
     Sub-sections ``occupancy``, ``devices`` and ``gateways`` hold the options of
     :class:`OccupancyDetector`, :class:`DeviceHealthDetector` and :class:`GatewayDetector`.
+    Raises :class:`~stream.detectors.options.OptionProblems` naming every bad option.
     """
-    allowed = {"occupancy", "devices", "gateways"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ConfigError(
-            f"unknown sections {sorted(unknown)} (allowed: {sorted(allowed)})",
-            path="detectors.operations",
-        )
+    check_options(options)
     return [
         OccupancyDetector(**dict(options.get("occupancy") or {})),
         DeviceHealthDetector(**dict(options.get("devices") or {})),
         GatewayDetector(**dict(options.get("gateways") or {})),
     ]
+
+
+def _intervals(value: Any, path: str) -> dict[str, float]:
+    """``{profile: interval}`` (seconds, or a duration such as ``"5m"``) -> seconds."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{value!r} is not a mapping of profile names to intervals", path=path)
+    read = duration(positive=True)
+    return {str(k): read(v, f"{path}.{k}") / 1000 for k, v in value.items()}
+
+
+#: The options of each sub-section of ``detectors.operations`` (durations become ms).
+OCCUPANCY_OPTIONS: dict[str, Convert] = {
+    "hysteresis": number(0, 1, open_hi=True),
+    "close_grace": duration(),
+    "quiet_hours": integer(1, 24 * 7),
+    "min_expected": number(0),
+    "min_weeks": number(0),
+    "decay": number(0, 1, open_lo=True, open_hi=True),
+    "alert_high": boolean,
+    "high_factor": number(1),
+    "high_sigma": number(0),
+    "high_min_excess": number(0),
+    "drift_correction": boolean,
+    "drift_min_days": number(0),
+    "max_drift": number(0, 1),
+}
+DEVICE_OPTIONS: dict[str, Convert] = {
+    "missed_reports": number(1),
+    "low_battery": integer(0, 100),
+    "battery_ok": integer(0, 100),
+    "report_intervals": optional(_intervals),
+}
+GATEWAY_OPTIONS: dict[str, Convert] = {"offline_grace": duration()}
+SECTIONS = {"occupancy": OCCUPANCY_OPTIONS, "devices": DEVICE_OPTIONS, "gateways": GATEWAY_OPTIONS}
+
+
+def _read_devices(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``devices`` options, including the check of the two battery levels together."""
+    o = read_options(raw, where, DEVICE_OPTIONS)
+    low, ok = o.get("low_battery", 20), o.get("battery_ok", 30)
+    if not low < ok:
+        raise OptionProblems([(f"{where}.battery_ok", f"{ok} must be above low_battery ({low})")])
+    return o
+
+
+def check_options(options: Mapping[str, Any], where: str = "detectors.operations") -> None:
+    """Raise :class:`~stream.detectors.options.OptionProblems` naming every bad option."""
+    problems: list[tuple[str, str]] = []
+    for name, raw in options.items():
+        path = f"{where}.{name}"
+        if name not in SECTIONS:
+            problems.append((path, f"unknown section (allowed: {', '.join(SECTIONS)})"))
+            continue
+        try:
+            opts = section(raw, path)
+            if name == "devices":
+                _read_devices(opts, path)
+            else:
+                read_options(opts, path, SECTIONS[name])
+        except ConfigError as exc:
+            problems.extend(problems_of(exc, path))
+    if problems:
+        raise OptionProblems(problems)
 
 
 def _ops(
@@ -203,30 +273,38 @@ class OccupancyDetector(Detector[OccupancyState]):
         ``drift_min_days`` (decayed reconciled days), ``max_drift`` (missed exits per
         counted exit, at most) for the occupancy's correction of counter drift.
         """
-        where = "detectors.operations.occupancy"
-        if not 0 <= hysteresis < 1:
-            raise ConfigError("must be in [0, 1)", path=f"{where}.hysteresis")
-        if quiet_hours < 1 or not 0 < decay < 1:
-            raise ConfigError("quiet_hours must be >= 1 and decay in (0, 1)", path=where)
-        if not 0 <= max_drift <= 1 or drift_min_days < 0:
-            raise ConfigError("max_drift must be in [0, 1], drift_min_days >= 0", path=where)
-        if high_factor < 1 or high_sigma < 0 or high_min_excess < 0:
-            raise ConfigError(
-                "high_factor must be >= 1, high_sigma and high_min_excess >= 0", path=where
-            )
-        self.hysteresis = hysteresis
-        self.close_grace = duration_ms(close_grace, "detectors.operations.occupancy.close_grace")
-        self.quiet_hours = quiet_hours
-        self.min_expected = min_expected
-        self.min_weeks = min_weeks
-        self.decay = decay
-        self.alert_high = alert_high
-        self.high_factor = high_factor
-        self.high_sigma = high_sigma
-        self.high_min_excess = high_min_excess
-        self.drift_correction = drift_correction
-        self.drift_min_days = drift_min_days
-        self.max_drift = max_drift
+        o = read_options(
+            {
+                "hysteresis": hysteresis,
+                "close_grace": close_grace,
+                "quiet_hours": quiet_hours,
+                "min_expected": min_expected,
+                "min_weeks": min_weeks,
+                "decay": decay,
+                "alert_high": alert_high,
+                "high_factor": high_factor,
+                "high_sigma": high_sigma,
+                "high_min_excess": high_min_excess,
+                "drift_correction": drift_correction,
+                "drift_min_days": drift_min_days,
+                "max_drift": max_drift,
+            },
+            "detectors.operations.occupancy",
+            OCCUPANCY_OPTIONS,
+        )
+        self.hysteresis: float = o["hysteresis"]
+        self.close_grace: int = o["close_grace"]
+        self.quiet_hours: int = o["quiet_hours"]
+        self.min_expected: float = o["min_expected"]
+        self.min_weeks: float = o["min_weeks"]
+        self.decay: float = o["decay"]
+        self.alert_high: bool = o["alert_high"]
+        self.high_factor: float = o["high_factor"]
+        self.high_sigma: float = o["high_sigma"]
+        self.high_min_excess: float = o["high_min_excess"]
+        self.drift_correction: bool = o["drift_correction"]
+        self.drift_min_days: float = o["drift_min_days"]
+        self.max_drift: float = o["max_drift"]
         self._zones: dict[str, LocalTime] = {}
         self._calendars: dict[str, tuple[int, OpeningCalendar]] = {}
 
@@ -586,21 +664,25 @@ class DeviceHealthDetector(Detector[DeviceState]):
         missed_reports: float = 3.0,
         low_battery: int = 20,
         battery_ok: int = 30,
-        report_intervals: Mapping[str, float] | None = None,
+        report_intervals: Mapping[str, float | str] | None = None,
     ) -> None:
-        """``report_intervals`` maps a profile name to its interval in seconds (default:
-        every installed profile's ``report_interval_s``)."""
-        if missed_reports < 1 or not 0 <= low_battery < battery_ok <= 100:
-            raise ConfigError(
-                "missed_reports must be >= 1 and 0 <= low_battery < battery_ok <= 100",
-                path="detectors.operations.devices",
-            )
-        self.missed_reports = missed_reports
-        self.low_battery = low_battery
-        self.battery_ok = battery_ok
-        if report_intervals is None:
-            report_intervals = _profile_intervals()
-        self.report_intervals = dict(report_intervals)
+        """``report_intervals`` maps a profile name to its interval in seconds, or a
+        duration such as ``"5m"`` (default: every installed profile's
+        ``report_interval_s``)."""
+        o = _read_devices(
+            {
+                "missed_reports": missed_reports,
+                "low_battery": low_battery,
+                "battery_ok": battery_ok,
+                "report_intervals": report_intervals,
+            },
+            "detectors.operations.devices",
+        )
+        self.missed_reports: float = o["missed_reports"]
+        self.low_battery: int = o["low_battery"]
+        self.battery_ok: int = o["battery_ok"]
+        intervals: dict[str, float] | None = o["report_intervals"]
+        self.report_intervals = _profile_intervals() if intervals is None else intervals
 
     def key(self, event: Event) -> str | None:
         if event.kind == "gateway":
@@ -767,7 +849,10 @@ class GatewayDetector(Detector[GatewayState]):
     state_type: ClassVar[type[msgspec.Struct]] = GatewayState
 
     def __init__(self, *, offline_grace: Any = "5m") -> None:
-        self.grace = duration_ms(offline_grace, "detectors.operations.gateways.offline_grace")
+        o = read_options(
+            {"offline_grace": offline_grace}, "detectors.operations.gateways", GATEWAY_OPTIONS
+        )
+        self.grace: int = o["offline_grace"]
 
     def key(self, event: Event) -> str | None:
         if event.kind == "gateway" and event.reading == "status":

@@ -17,6 +17,7 @@ Config values accepted everywhere:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -43,6 +44,8 @@ def duration_ms(value: Any, option: str) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{value!r} is not a duration (e.g. 90, '45m', '2h')", path=option)
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{value!r} is not a duration (e.g. 90, '45m', '2h')", path=option)
         if value < 0:
             raise ConfigError(f"{value!r} must not be negative", path=option)
         return int(value * 1000)
@@ -69,7 +72,10 @@ def span_min(value: Any, option: str) -> tuple[int, int]:
     """``"08:00-17:00"`` as (start, end) minutes after midnight; end may be < start."""
     if isinstance(value, str) and "-" in value:
         start, _, end = value.partition("-")
-        return time_of_day_min(start, option), time_of_day_min(end, option)
+        try:
+            return time_of_day_min(start, option), time_of_day_min(end, option)
+        except ConfigError:
+            pass  # say what the whole value should look like
     raise ConfigError(f"{value!r} is not a span of time (HH:MM-HH:MM)", path=option)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from device_profiles.errors import ConfigError
 from device_profiles.events import Event
 from stream.context import ConfigContext
 from stream.detectors.alarm import AlarmDetector, AlarmState
@@ -212,9 +213,9 @@ def test_classifier_failure_still_alerts() -> None:
 
 
 def test_bad_options_are_rejected() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"detectors\.alarm\.unscored_impacts: 'maybe'"):
         AlarmDetector(unscored_impacts="maybe")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"detectors\.alarm\.fall_severity: 'loud'"):
         AlarmDetector(fall_severity="loud")
 
 

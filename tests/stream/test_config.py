@@ -15,6 +15,7 @@ from device_profiles.errors import ConfigError
 from stream.cli import main
 from stream.config import (
     ConfigProblems,
+    DetectorConfig,
     load_config,
     parse_config,
     parse_duration_ms,
@@ -179,7 +180,7 @@ def test_unknown_detector_and_bad_options_are_reported(tmp_path: Path) -> None:
     from stream.config import check_config
 
     problems = check_config(path)
-    assert any(p.startswith("detectors.alarm:") for p in problems)
+    assert any(p.startswith("detectors.alarm.merge_s: -1") for p in problems)
     assert any(p.startswith("detectors.teleport: unknown detector") for p in problems)
     assert not any(p.startswith("detectors.noshow") for p in problems)
 
@@ -256,7 +257,7 @@ def test_check_lists_schema_detector_and_notifier_problems_together(tmp_path: Pa
     for expected in (
         "ingest.dedup_window:",
         "detectors.teleport: unknown detector",
-        "detectors.alarm:",
+        "detectors.alarm.merge_s: -1",
         "notifiers.hook: url 'http://': expected http(s)://host/...",
         "notifiers.robot: headers: 'X-A\\nB' is not a valid HTTP header name",
         "notifiers.bad.type: 'pager'",
@@ -277,3 +278,125 @@ def test_a_notifier_that_cannot_be_built_stops_the_start(tmp_path: Path) -> None
     with pytest.raises(ConfigProblems, match=r"notifiers\.hook: url"):
         StreamService(config)
     assert not (tmp_path / "s.sqlite").exists()  # refused before opening the database
+
+
+# --- detector options are checked when the config is read ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("detectors", "path"),
+    [
+        ({"alarm": {"fall_threshold": "high"}}, "detectors.alarm.fall_threshold"),
+        ({"alarm": {"fall_threshold": 1.5}}, "detectors.alarm.fall_threshold"),
+        ({"alarm": {"scorer": "x"}}, "detectors.alarm.scorer"),  # Python only, never YAML
+        ({"alarm": {"fall": "yes"}}, "detectors.alarm.fall"),
+        ({"alarm": {"still_after_s": "soon"}}, "detectors.alarm.still_after_s"),
+        ({"alarm": {"still_after_s": 0}}, "detectors.alarm.still_after_s"),
+        ({"alarm": {"merge_s": -1}}, "detectors.alarm.merge_s"),
+        ({"alarm": {"fall_severity": "loud"}}, "detectors.alarm.fall_severity"),
+        ({"inactivity": {"min_history_days": 2.5}}, "detectors.inactivity.min_history_days"),
+        ({"inactivity": {"neighbour_weight": "half"}}, "detectors.inactivity.neighbour_weight"),
+        ({"inactivity": {"margin": float("inf")}}, "detectors.inactivity.margin"),
+        ({"noshow": {"min_days": 2.5}}, "detectors.noshow.min_days"),
+        ({"noshow": {"enabled": "no"}}, "detectors.noshow.enabled"),
+        (
+            {"operations": {"occupancy": {"min_expected": "five"}}},
+            "detectors.operations.occupancy.min_expected",
+        ),
+        (
+            {"operations": {"occupancy": {"alert_high": "no"}}},
+            "detectors.operations.occupancy.alert_high",
+        ),
+        (
+            {"operations": {"occupancy": {"quiet_hours": 1.5}}},
+            "detectors.operations.occupancy.quiet_hours",
+        ),
+        (
+            {"operations": {"occupancy": {"high_sigma": "4"}}},
+            "detectors.operations.occupancy.high_sigma",
+        ),
+        ({"operations": {"occupancy": [1]}}, "detectors.operations.occupancy"),
+        ({"operations": {"crowds": {}}}, "detectors.operations.crowds"),
+        (
+            {"operations": {"devices": {"low_battery": "low"}}},
+            "detectors.operations.devices.low_battery",
+        ),
+        (
+            {"operations": {"devices": {"low_battery": 40}}},  # above battery_ok (30)
+            "detectors.operations.devices.battery_ok",
+        ),
+        (
+            {"operations": {"devices": {"report_intervals": {"demo-pendant": "often"}}}},
+            "detectors.operations.devices.report_intervals.demo-pendant",
+        ),
+        (
+            {"operations": {"gateways": {"offline_grace": True}}},
+            "detectors.operations.gateways.offline_grace",
+        ),
+    ],
+)
+def test_bad_detector_options_are_config_problems_naming_the_option(
+    detectors: dict[str, Any], path: str
+) -> None:
+    """Read with the config (so --check and the start refuse them), each at its own path."""
+    with pytest.raises(ConfigProblems) as info:
+        parse_config({"detectors": detectors})
+    assert [p for p, _ in info.value.problems] == [path], info.value.problems
+
+
+def test_check_lists_every_bad_detector_option_once(tmp_path: Path) -> None:
+    from stream.config import check_config
+
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "detectors:\n"
+        "  alarm: {fall_threshold: high, still_after_s: 2m, merge_s: -1}\n"
+        "  noshow: {min_days: 2.5, margin: 30m}\n"
+        "  operations: {occupancy: {min_expected: five, alert_high: 'no'}}\n"
+    )
+    problems = check_config(path)
+    assert sorted(p.partition(":")[0] for p in problems) == [
+        "detectors.alarm.fall_threshold",
+        "detectors.alarm.merge_s",
+        "detectors.noshow.min_days",
+        "detectors.operations.occupancy.alert_high",
+        "detectors.operations.occupancy.min_expected",
+    ], problems
+    assert "detectors.alarm.fall_threshold: 'high' is not a number" in problems[0]
+
+
+def test_durations_of_the_alarm_accept_units_and_plain_seconds() -> None:
+    cfg = parse_config({"detectors": {"alarm": {"still_after_s": "2m", "merge_s": 30}}})
+    [alarm] = build_detectors([d for d in cfg.detectors if d.name == "alarm"])
+    assert isinstance(alarm, AlarmDetector)
+    assert (alarm.still_after_ms, alarm.merge_ms) == (120_000, 30_000)
+    assert AlarmDetector(fall=False, still_after_s=90.5).still_after_ms == 90_500
+
+
+def test_built_detectors_refuse_what_the_config_refuses() -> None:
+    """Built from Python (tests, replay, embedders), the same checks apply."""
+    high: Any = "high"  # as YAML would give it
+    with pytest.raises(ConfigError, match=r"detectors\.alarm\.fall_threshold"):
+        AlarmDetector(scorer=lambda values: 0.9, fall_threshold=high)
+    with pytest.raises(ConfigError, match=r"detectors\.noshow\.min_days"):
+        NoShowDetector(min_days=2.5)
+    with pytest.raises(ConfigError, match=r"detectors\.operations\.occupancy\.min_expected"):
+        OccupancyDetector(min_expected=high)
+    with pytest.raises(ConfigError, match=r"detectors\.operations\.occupancy\.alert_high"):
+        operations_detectors(occupancy={"alert_high": "no"})
+    with pytest.raises(ConfigError, match=r"detectors\.operations\.devices\.battery_ok"):
+        DeviceHealthDetector(low_battery=50, battery_ok=40, report_intervals={})
+    with pytest.raises(ConfigError, match=r"detectors\.alarm\.scorer"):
+        build_detectors([DetectorConfig("alarm", "alarm", {"scorer": "x"})])
+
+
+def test_every_detector_option_has_a_declared_check() -> None:
+    """An option added to a detector without a check would reach it unchecked."""
+    from stream.detectors import alarm, inactivity, noshow, operations
+
+    assert set(inactivity.OPTIONS) == {f.name for f in fields(inactivity.InactivityOptions)}
+    assert set(noshow.OPTIONS) == {f.name for f in fields(noshow.NoShowOptions)}
+    assert set(alarm.OPTIONS) == set(_keyword_options(AlarmDetector, frozenset({"scorer"})))
+    assert set(operations.OCCUPANCY_OPTIONS) == set(_keyword_options(OccupancyDetector))
+    assert set(operations.DEVICE_OPTIONS) == set(_keyword_options(DeviceHealthDetector))
+    assert set(operations.GATEWAY_OPTIONS) == set(_keyword_options(GatewayDetector))

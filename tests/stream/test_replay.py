@@ -393,3 +393,20 @@ def test_replay_command_prints_the_upgrade_line(
         ("2024-03-05T09:02:00+00:00", "critical", "severity", "fall, and no movement after it"),
     ]
     assert all(a["kind"] == "emergency" and a["resident"] == "r1" for a in lines)
+
+
+@pytest.mark.parametrize(
+    ("detectors", "where"),
+    [
+        ("{alarm: {scorer: x}}", "detectors.alarm.scorer"),
+        ("{alarm: {fall_threshold: high}}", "detectors.alarm.fall_threshold"),
+        ("{noshow: {min_days: 2.5}}", "detectors.noshow.min_days"),
+    ],
+)
+def test_replay_refuses_the_options_the_stream_config_refuses(
+    tmp_path: Path, capsys: Any, detectors: str, where: str
+) -> None:
+    config = f"detectors: {detectors}\n"
+    code, _, err = replay(tmp_path, HEADER, config=config, capsys=capsys)
+    assert code == 2, err
+    assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}: "), err
