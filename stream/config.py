@@ -27,6 +27,7 @@ from device_profiles.errors import ConfigError
 from device_profiles.events import valid_id
 from device_profiles.topics import ROOT
 from stream.detectors.base import Severity
+from stream.detectors.facts import resident_problems, site_problems
 
 SEVERITIES = tuple(Severity)
 NOTIFIER_TYPES = ("webhook", "wecom", "dingtalk", "log")
@@ -602,6 +603,8 @@ def parse_config(data: Any, file: str = "<config>") -> StreamConfig:
         if not valid_id(str(rid)):
             r.error(f"residents.{rid}", "not a valid resident id")
         residents[str(rid)] = r.mapping(rdata, f"residents.{rid}")
+        for where, message in resident_problems(str(rid), residents[str(rid)]):
+            r.error(where, message)
 
     if r.problems:
         raise ConfigProblems(file, r.problems)
@@ -815,6 +818,8 @@ def _parse_sites(
         if name != "*" and not valid_id(str(name)):
             r.error(path, "not a valid site id")
         sm = r.mapping(m[name], path)
+        for where, message in site_problems(str(name), sm):
+            r.error(where, message)
         policy = r.get(sm, path, "policy", default.policy, _str)
         if policy not in policies:
             r.error(f"{path}.policy", f"unknown policy {policy!r}")

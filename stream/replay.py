@@ -71,6 +71,7 @@ from device_profiles.events import Event
 from stream.config import DetectorConfig
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
+from stream.detectors.facts import resident_problems, site_problems
 from stream.detectors.options import OptionProblems
 from stream.detectors.sitetime import LocalTime
 from stream.registry import check_options
@@ -381,6 +382,14 @@ class ReplayConfig:
         if not isinstance(gateway, str) or not gateway:
             raise ConfigError(f"{gateway!r} is not a gateway id", file=file, path="gateway")
         config.gateway = gateway
+        # What the detectors read under sites and residents: checked as the stream
+        # config checks it, so a bad value stops the replay instead of being logged.
+        problems = [p for sid, cfg in config.sites.items() for p in site_problems(sid, cfg)]
+        problems += [
+            p for rid, cfg in config.residents.items() for p in resident_problems(rid, cfg)
+        ]
+        if problems:
+            raise OptionProblems(problems, file=file)
         # A stream config's ``sites."*"`` holds the defaults of every site.
         defaults = config.sites.pop("*", None)
         if defaults is not None:

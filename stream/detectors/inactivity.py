@@ -784,14 +784,17 @@ class InactivityDetector(Detector[InactivityState]):
         if cached is not None and cached[0] == id(site_raw) and cached[1] == id(res_raw):
             return cached[2]
         opts = self.options
-        try:
-            if isinstance(site_raw, Mapping) and site_raw:
-                opts = InactivityOptions.parse(site_raw, f"sites.{site}.inactivity", opts)
-            if isinstance(res_raw, Mapping) and res_raw:
-                opts = InactivityOptions.parse(res_raw, f"residents.{resident}.inactivity", opts)
-        except ConfigError as exc:
-            log.warning("ignoring inactivity overrides: %s", exc)
-            opts = self.options
+        # The stream config checks these when it is read; a context built otherwise may
+        # still hold a bad one: only that one is left out, not the site's good ones.
+        for raw, where in (
+            (site_raw, f"sites.{site}.inactivity"),
+            (res_raw, f"residents.{resident}.inactivity"),
+        ):
+            if isinstance(raw, Mapping) and raw:
+                try:
+                    opts = InactivityOptions.parse(raw, where, opts)
+                except ConfigError as exc:
+                    log.warning("ignoring %s: %s", where, exc)
         self._opt_cache[key] = (id(site_raw), id(res_raw), opts)
         return opts
 

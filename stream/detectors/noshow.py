@@ -446,16 +446,20 @@ class NoShowDetector(Detector[MemberState]):
     # --- config -------------------------------------------------------------------------
     def _options(self, ctx: DetectorContext, state: MemberState) -> NoShowOptions:
         opts = self.options
-        try:
-            site_raw = ctx.site_config(state.site).get("noshow")
-            if isinstance(site_raw, Mapping) and site_raw:
-                opts = NoShowOptions.parse(site_raw, f"sites.{state.site}.noshow", opts)
-            res_raw = ctx.resident_config(state.resident).get("noshow")
-            if isinstance(res_raw, Mapping) and res_raw:
-                opts = NoShowOptions.parse(res_raw, f"residents.{state.resident}.noshow", opts)
-        except ConfigError as exc:
-            log.warning("ignoring no-show overrides: %s", exc)
-            return self.options
+        # The stream config checks these when it is read; a context built otherwise may
+        # still hold a bad one: only that one is left out, not the site's good ones.
+        for raw, where in (
+            (ctx.site_config(state.site).get("noshow"), f"sites.{state.site}.noshow"),
+            (
+                ctx.resident_config(state.resident).get("noshow"),
+                f"residents.{state.resident}.noshow",
+            ),
+        ):
+            if isinstance(raw, Mapping) and raw:
+                try:
+                    opts = NoShowOptions.parse(raw, where, opts)
+                except ConfigError as exc:
+                    log.warning("ignoring %s: %s", where, exc)
         return opts
 
     def _calendar(self, ctx: DetectorContext, site: str) -> OpeningCalendar:

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from device_profiles.errors import ConfigError
-from stream.detectors.sitetime import duration_ms, span_min, time_of_day_min
+from device_profiles.events import valid_id
+from stream.detectors.sitetime import duration_ms, span_min, time_of_day_min, weekday_set
 
 #: Converts one option's config value; raises ConfigError naming ``path`` when it is bad.
 Convert = Callable[[Any, str], Any]
@@ -200,3 +201,22 @@ def names(value: Any, path: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{value!r} is not a list of names", path=path)
     return tuple(value)
+
+
+def text(value: Any, path: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{value!r} is not a name (a non-empty string)", path=path)
+    return value
+
+
+def identifier(value: Any, path: str) -> str:
+    """An id of a site, a resident or a device ([A-Za-z0-9_.:-], 1-64 characters)."""
+    if not isinstance(value, str) or not valid_id(value):
+        raise ConfigError(f"{value!r} is not an id ([A-Za-z0-9_.:-], 1-64 characters)", path=path)
+    return value
+
+
+def weekdays(value: Any, path: str) -> set[int]:
+    """``[mon, wed, fri]`` or ``all``, as weekday indexes (0 = Monday)."""
+    return weekday_set(value, path)

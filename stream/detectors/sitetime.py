@@ -220,7 +220,10 @@ class OpeningCalendar:
             allowed = {_weekday_index(d, f"{where}.opening_days") for d in days}
             self.spans = [s if i in allowed else None for i, s in enumerate(self.spans)]
         self.holidays: set[int] = set()
-        for i, value in enumerate(site_config.get("holidays") or []):
+        holidays = site_config.get("holidays")
+        if holidays is not None and not isinstance(holidays, list):
+            raise ConfigError("must be a list of dates (YYYY-MM-DD)", path=f"{where}.holidays")
+        for i, value in enumerate(holidays or []):
             self.holidays.add(day_of_date(_as_date(value, f"{where}.holidays[{i}]")))
 
     def span(self, day: int) -> tuple[int, int] | None:

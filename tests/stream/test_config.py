@@ -400,3 +400,85 @@ def test_every_detector_option_has_a_declared_check() -> None:
     assert set(operations.OCCUPANCY_OPTIONS) == set(_keyword_options(OccupancyDetector))
     assert set(operations.DEVICE_OPTIONS) == set(_keyword_options(DeviceHealthDetector))
     assert set(operations.GATEWAY_OPTIONS) == set(_keyword_options(GatewayDetector))
+
+
+# --- per-site and per-resident detector settings are checked when the file is read ---------
+
+
+@pytest.mark.parametrize(
+    ("sites", "residents", "path"),
+    [
+        ({"x": {"inactivity": {"margn": "30m"}}}, {}, "sites.x.inactivity.margn"),
+        ({}, {"r1": {"inactivity": {"night": "19-08"}}}, "residents.r1.inactivity.night"),
+        ({"*": {"noshow": {"min_days": 2.5}}}, {}, "sites.*.noshow.min_days"),
+        ({}, {"r1": {"noshow": {"margin": "later"}}}, "residents.r1.noshow.margin"),
+        ({"x": {"inactivity": "off"}}, {}, "sites.x.inactivity"),
+        ({"x": {"capacity": "forty"}}, {}, "sites.x.capacity"),
+        ({"x": {"capacity": 0}}, {}, "sites.x.capacity"),
+        ({"x": {"type": "centre"}}, {}, "sites.x.type"),
+        ({"x": {"opening_hours": "8-17"}}, {}, "sites.x.opening_hours"),
+        ({"x": {"opening_hours": {"funday": "08:00-12:00"}}}, {}, "sites.x.opening_hours"),
+        ({"x": {"opening_days": ["mon", "someday"]}}, {}, "sites.x.opening_days"),
+        ({"x": {"holidays": ["2026-13-01"]}}, {}, "sites.x.holidays[0]"),
+        ({"x": {"holidays": "2026-10-01"}}, {}, "sites.x.holidays"),
+        ({"x": {"devices": {"door-1": {"placement": 3}}}}, {}, "sites.x.devices.door-1.placement"),
+        (
+            {"x": {"devices": {"c-1": {"report_interval": "often"}}}},
+            {},
+            "sites.x.devices.c-1.report_interval",
+        ),
+        ({"x": {"devices": [{"placement": "kitchen"}]}}, {}, "sites.x.devices[0].id"),
+        ({"x": {"devices": "door-1"}}, {}, "sites.x.devices"),
+        ({}, {"r1": {"lives_alone": "yes"}}, "residents.r1.lives_alone"),
+        ({}, {"r1": {"home": 12}}, "residents.r1.home"),
+        ({}, {"r1": {"daycare": {"days": ["mon"], "by": "9.30"}}}, "residents.r1.daycare.by"),
+        (
+            {},
+            {"r1": {"daycare": {"days": "weekdays", "by": "09:30"}}},
+            "residents.r1.daycare.days",
+        ),
+        ({}, {"r1": {"daycare": {"days": ["mon"]}}}, "residents.r1.daycare.by"),
+        ({}, {"r1": {"daycare": {"by": "09:30", "sites": "c"}}}, "residents.r1.daycare.sites"),
+        ({}, {"r1": {"devices": {"p-1": {"resident": 5}}}}, "residents.r1.devices.p-1.resident"),
+    ],
+)
+def test_bad_site_and_resident_settings_are_config_problems(
+    sites: dict[str, Any], residents: dict[str, Any], path: str
+) -> None:
+    """What the detectors read under sites.<id> and residents.<id>, at its own path."""
+    with pytest.raises(ConfigProblems) as info:
+        parse_config({"sites": sites, "residents": residents})
+    assert [p for p, _ in info.value.problems] == [path], info.value.problems
+
+
+def test_check_lists_bad_overrides_and_keeps_good_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "o.yaml"
+    path.write_text(
+        "sites:\n"
+        "  x: {inactivity: {margn: 30m}}\n"
+        "  home-1:\n"
+        "    capacity: 4\n"
+        "    opening_hours: {mon: '08:00-17:00', sat: '09:00-12:00'}\n"
+        "    holidays: ['2026-10-01']\n"
+        "    devices: {door-1: front_door, pir-2: {placement: kitchen, report_interval: 10m}}\n"
+        "    inactivity: {day_cap: 8h, night: '20:00-07:00'}\n"
+        "    noshow: {margin: 30m, enabled: false}\n"
+        "residents:\n"
+        "  r1: {inactivity: {night: '19-08'}}\n"
+        "  r2:\n"
+        "    home: home-1\n"
+        "    lives_alone: true\n"
+        "    daycare: {site: home-1, days: [mon, wed], by: '09:30'}\n"
+        "    noshow: {min_days: 2}\n"
+        "    some_fact_for_a_plugin: {anything: 1}\n"
+    )
+    assert main(["--check", str(path)]) == 1
+    err = capsys.readouterr().err
+    problems = [line.strip() for line in err.splitlines()[1:]]
+    assert [p.partition(":")[0] for p in problems] == [
+        "sites.x.inactivity.margn",
+        "residents.r1.inactivity.night",
+    ], err
+    assert "unknown option (allowed: " in problems[0]

@@ -512,3 +512,15 @@ def test_evening_silence_reason_says_it_is_not_bedtime() -> None:
         "where this person goes to bed)"
     )
     assert alert.details["not_bedtime"] is True
+
+
+def test_a_bad_resident_override_keeps_the_site_overrides() -> None:
+    """Overrides are checked when the config is read; a context built by other means
+    (replay, embedders) may still hold a bad one: it alone is left out."""
+    ctx = ConfigContext(
+        {SITE: {"devices": DEVICES, "inactivity": {"enabled": False}}},
+        {"res-1": {"inactivity": {"margin": "soon"}}},
+    )
+    detector = InactivityDetector()
+    state, _ = detector.step(detector.initial_state(SITE), Maker().motion(9.0), ctx)
+    assert "res-1" not in state.residents  # not watched at this site, as it says

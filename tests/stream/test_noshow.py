@@ -256,3 +256,14 @@ def test_min_rate_default_a_member_who_comes_on_60_percent_is_not_alerted() -> N
     assert [a for a in run(events, 9 * 7 + 0.99) if a.action == "raise"] == []
     at_60 = run(events, 9 * 7 + 0.99, options={"min_rate": 0.6})
     assert [a.action for a in at_60].count("raise") >= 1  # the old default alerted
+
+
+def test_a_bad_member_override_keeps_the_site_overrides() -> None:
+    """A bad ``residents.<id>.noshow`` (from a context not built by the stream config)
+    is left out alone: the site's own overrides still apply."""
+    member = {"daycare": {"days": "all", "by": "09:00"}, "noshow": {"margin": "later"}}
+    monday_only = [checkin(0, 9.0)]
+    # Expected on Tuesday at 09:00 and not there: alerted, bad override or not...
+    assert summary(run(monday_only, 1.5, member=member)) == [("raise", 33.0)]
+    # ...unless the site switches no-shows off: a bad member override must not undo that.
+    assert run(monday_only, 1.5, site={"noshow": {"enabled": False}}, member=member) == []

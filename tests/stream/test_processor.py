@@ -330,7 +330,8 @@ def test_configured_member_who_never_checked_in_is_expected(tmp_path: Path) -> N
         **CONFIG,
         "sites": {
             "center-1": {"timezone": "UTC", "quiet_hours": False, "type": "center",
-                         "opening_hours": "08:00-17:00", "opening_days": "all"},
+                         "opening_hours": "08:00-17:00",
+                         "opening_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
         },
         "residents": {"ma": {"daycare": {"days": "all", "by": "09:30"}}},
     }  # fmt: skip

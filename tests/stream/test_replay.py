@@ -410,3 +410,20 @@ def test_replay_refuses_the_options_the_stream_config_refuses(
     code, _, err = replay(tmp_path, HEADER, config=config, capsys=capsys)
     assert code == 2, err
     assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}: "), err
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ("residents: {r1: {inactivity: {night: '19-08'}}}\n", "residents.r1.inactivity.night"),
+        ("sites: {replay: {inactivity: {margn: 30m}}}\n", "sites.replay.inactivity.margn"),
+        ("site: {id: c-1, capacity: forty}\n", "sites.c-1.capacity"),
+        ("sites: {'*': {noshow: {min_days: 2.5}}}\n", "sites.*.noshow.min_days"),
+    ],
+)
+def test_replay_refuses_the_site_and_resident_settings_the_stream_config_refuses(
+    tmp_path: Path, capsys: Any, config: str, where: str
+) -> None:
+    code, _, err = replay(tmp_path, HEADER, config=config, capsys=capsys)
+    assert code == 2, err
+    assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}: "), err
