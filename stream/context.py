@@ -23,6 +23,8 @@ class ConfigContext:
 
     ``sites`` maps a site id to its config mapping (``timezone`` among others),
     ``residents`` a resident id to theirs; ``is_absent`` answers from ``absences``.
+    ``default_site`` is the config of every site ``sites`` does not list (the stream
+    config's ``sites."*"``, already merged into the listed ones).
     """
 
     def __init__(
@@ -31,26 +33,29 @@ class ConfigContext:
         residents: Mapping[str, Mapping[str, Any]] | None = None,
         absences: AbsenceLookup | None = None,
         default_timezone: str = "UTC",
+        default_site: Mapping[str, Any] | None = None,
     ) -> None:
         self._sites = dict(sites or {})
         self._residents = dict(residents or {})
         self._absences = absences or _never_absent
+        self._default_site: Mapping[str, Any] = dict(default_site or {})
         self._default_tz = _zone(default_timezone)
         self._zones: dict[str, tzinfo] = {}
 
     def site_config(self, site: str) -> Mapping[str, Any]:
-        """The site's configuration, {} if unknown."""
-        return self._sites.get(site, {})
+        """The site's configuration; for a site not listed, the default one ({} if none)."""
+        return self._sites.get(site, self._default_site)
 
     def resident_config(self, resident: str) -> Mapping[str, Any]:
         """Per-resident facts and overrides, {} if unknown."""
         return self._residents.get(resident, {})
 
     def timezone(self, site: str) -> tzinfo:
-        """The site's timezone (``sites.<id>.timezone``), else the default one."""
+        """The site's timezone (``sites.<id>.timezone``, else the default site's), else
+        ``default_timezone``."""
         zone = self._zones.get(site)
         if zone is None:
-            name = self._sites.get(site, {}).get("timezone")
+            name = self.site_config(site).get("timezone")
             zone = _zone(name) if isinstance(name, str) else self._default_tz
             self._zones[site] = zone
         return zone

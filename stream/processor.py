@@ -123,11 +123,15 @@ class Processor:
         self.telemetry = config.telemetry.enabled
         self.skipped = SkipCounts()
         sites = {sid: {**s.raw, "timezone": s.timezone} for sid, s in config.sites.items()}
+        default = config.default_site
         self.ctx = ConfigContext(
             sites,
             config.residents,
             absences=store.is_absent,
-            default_timezone=config.default_site.timezone,
+            default_timezone=default.timezone,
+            # sites."*": the detector settings (capacity, opening hours, overrides...) of
+            # every site not listed, as carewatch replay applies them.
+            default_site={**default.raw, "timezone": default.timezone},
         )
         self.alerts = AlertManager(
             store, config, on_transition=self._on_transition, on_error=self._contained

@@ -339,6 +339,8 @@ class ReplayConfig:
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     residents: dict[str, dict[str, Any]] = field(default_factory=dict)
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``sites."*"``: merged into every listed site, and the config of any other site.
+    default_site: dict[str, Any] = field(default_factory=dict)
 
     def site_settings(self) -> dict[str, Any]:
         """The settings of the replayed site (created when missing)."""
@@ -393,6 +395,7 @@ class ReplayConfig:
         # A stream config's ``sites."*"`` holds the defaults of every site.
         defaults = config.sites.pop("*", None)
         if defaults is not None:
+            config.default_site = defaults
             for name in {config.site, *config.sites}:
                 config.sites[name] = {**defaults, **config.sites.get(name, {})}
         if "timezone" in raw:
@@ -421,7 +424,7 @@ class ReplayConfig:
         def absent(resident: str, at_ms: int) -> bool:
             return any(a <= at_ms < b for a, b in spans.get(resident, ()))
 
-        return ConfigContext(self.sites, self.residents, absent)
+        return ConfigContext(self.sites, self.residents, absent, default_site=self.default_site)
 
 
 def _tz(name: Any) -> tzinfo:

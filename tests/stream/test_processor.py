@@ -620,3 +620,22 @@ def test_an_expired_partition_is_deleted_after_step_and_after_tick(
     assert proc.run_due(T0 + 600_000) == 1
     assert store.partitions("mayfly") == []  # deleted after tick, timer and all
     assert proc.next_deadline() is None
+
+
+def test_star_site_settings_reach_sites_not_listed(tmp_path: Path) -> None:
+    """sites."*" holds the defaults of every site not listed, live as in replay."""
+    from stream.detectors.operations import OccupancyDetector
+
+    doc = {**CONFIG, "sites": {"*": {"timezone": "UTC", "quiet_hours": False, "capacity": 2}}}
+    store = StateStore(tmp_path / "s.sqlite")
+    proc = Processor(parse_config(doc), store, ManualClock(T0 + 60_000), [OccupancyDetector()])
+    assert proc.ctx.site_config("site-b")["capacity"] == 2
+    three_in = ev(
+        1, "counts", site="site-b", kind="counter", device="counter-1", resident=None,
+        values={"in": 3, "out": 0},
+    )  # fmt: skip
+    proc.handle_message(events_topic("site-b", "gw-1"), encode_batch([three_in]))
+    [alert] = store.open_alerts()
+    assert (alert.condition, alert.site) == ("crowding", "site-b")
+    assert "3 people inside, the room holds 2" in alert.reason
+    store.close()

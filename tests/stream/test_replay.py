@@ -427,3 +427,16 @@ def test_replay_refuses_the_site_and_resident_settings_the_stream_config_refuses
     code, _, err = replay(tmp_path, HEADER, config=config, capsys=capsys)
     assert code == 2, err
     assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}: "), err
+
+
+def test_replay_context_gives_star_settings_to_sites_not_listed() -> None:
+    """Like the live processor: a daycare.site elsewhere gets sites."*" too."""
+    from stream.replay import ReplayConfig
+
+    config = ReplayConfig.from_mapping(
+        {"site": "home-1", "sites": {"*": {"capacity": 3, "timezone": "Asia/Shanghai"}}}
+    )
+    ctx = config.context()
+    assert ctx.site_config("home-1")["capacity"] == 3
+    assert ctx.site_config("center-9")["capacity"] == 3
+    assert str(ctx.timezone("center-9")) == "Asia/Shanghai"
