@@ -27,7 +27,7 @@ from device_profiles.errors import ConfigError
 from device_profiles.events import valid_id
 from device_profiles.topics import ROOT
 from stream.detectors.base import Severity
-from stream.detectors.facts import resident_problems, site_problems
+from stream.detectors.facts import merge_site, resident_problems, site_problems
 
 SEVERITIES = tuple(Severity)
 NOTIFIER_TYPES = ("webhook", "wecom", "dingtalk", "log")
@@ -840,7 +840,7 @@ def _parse_sites(
             policy=policy,
             quiet_start_min=quiet_start,
             quiet_end_min=quiet_end,
-            raw={**default.raw, **{k: v for k, v in sm.items() if k not in _SITE_KEYS}},
+            raw=merge_site(default.raw, {k: v for k, v in sm.items() if k not in _SITE_KEYS}),
         )
         if name == "*":
             default = site

@@ -71,7 +71,7 @@ from device_profiles.events import Event
 from stream.config import DetectorConfig
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
-from stream.detectors.facts import resident_problems, site_problems
+from stream.detectors.facts import merge_site, resident_problems, site_problems
 from stream.detectors.options import OptionProblems
 from stream.detectors.sitetime import LocalTime
 from stream.registry import check_options
@@ -397,7 +397,7 @@ class ReplayConfig:
         if defaults is not None:
             config.default_site = defaults
             for name in {config.site, *config.sites}:
-                config.sites[name] = {**defaults, **config.sites.get(name, {})}
+                config.sites[name] = merge_site(defaults, config.sites.get(name, {}))
         if "timezone" in raw:
             config.site_settings()["timezone"] = raw["timezone"]
         unknown = sorted(str(k) for k in raw if k not in OWN_KEYS and k not in STREAM_KEYS)

@@ -7,6 +7,7 @@ built-in detectors read with :func:`site_problems` and :func:`resident_problems`
 problem with its path (``residents.r1.inactivity.night: '19-08' is not a span of time``),
 so ``--check`` lists them and a running detector never meets a value it would have to
 log and drop. Other keys are left alone: a plugged-in detector may read facts of its own.
+:func:`merge_site` lays a site over ``sites."*"`` (option sections key by key).
 
 ``sites.<id>``
     ``type`` (home, center or point), ``capacity`` (people, > 0), ``opening_hours``,
@@ -66,6 +67,22 @@ _DEVICE_FACTS: dict[str, Convert] = {
     "report_interval_s": duration(),
 }
 _DAYCARE: dict[str, Convert] = {"site": identifier, "days": weekdays, "by": time_of_day}
+
+
+def merge_site(defaults: Mapping[str, Any], site: Mapping[str, Any]) -> dict[str, Any]:
+    """A site's settings laid over those of ``sites."*"`` (``defaults``).
+
+    The detector option sections (:data:`OPTION_SECTIONS`) merge option by option: a
+    site's ``inactivity: {day_cap: 8h}`` keeps the ``margin`` of ``"*"``. Any other key
+    of the site replaces that of ``"*"`` as a whole (opening hours, devices...).
+    """
+    merged = {**defaults, **site}
+    for name in OPTION_SECTIONS:
+        base, own = defaults.get(name), site.get(name)
+        if isinstance(base, Mapping):
+            # null (an empty "inactivity:" line) sets nothing: the site keeps those of "*"
+            merged[name] = {**base, **own} if isinstance(own, Mapping) else base
+    return merged
 
 
 def site_problems(site: str, raw: Mapping[str, Any]) -> Problems:

@@ -13,6 +13,7 @@ import yaml
 
 from device_profiles.errors import ConfigError
 from stream.cli import main
+from stream.clock import ManualClock
 from stream.config import (
     ConfigProblems,
     DetectorConfig,
@@ -482,3 +483,31 @@ def test_check_lists_bad_overrides_and_keeps_good_ones(
         "residents.r1.inactivity.night",
     ], err
     assert "unknown option (allowed: " in problems[0]
+
+
+def test_site_option_sections_merge_with_star_key_by_key(tmp_path: Path) -> None:
+    """ "*" < site < resident, option by option: a site's own inactivity: keeps the
+    "*" margin it does not set (the resident's options are laid over both by the
+    detector)."""
+    from stream.processor import Processor
+    from stream.state import StateStore
+
+    cfg = parse_config(
+        {
+            "sites": {
+                "*": {"inactivity": {"margin": "30m"}, "noshow": {"margin": "1h"}, "capacity": 9},
+                "a": {"inactivity": {"day_cap": "8h"}, "capacity": 4},
+                "b": {"inactivity": None},  # an empty "inactivity:" line sets nothing
+            }
+        }
+    )
+    assert cfg.site("a").raw["inactivity"] == {"margin": "30m", "day_cap": "8h"}
+    assert cfg.site("a").raw["noshow"] == {"margin": "1h"}
+    assert cfg.site("b").raw["inactivity"] == {"margin": "30m"}
+    assert cfg.site("a").raw["capacity"] == 4  # other keys: the site's replaces "*"
+    store = StateStore(tmp_path / "s.sqlite")
+    try:
+        ctx = Processor(cfg, store, ManualClock(0), []).ctx
+    finally:
+        store.close()
+    assert ctx.site_config("a")["inactivity"] == {"margin": "30m", "day_cap": "8h"}

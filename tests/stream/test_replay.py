@@ -440,3 +440,30 @@ def test_replay_context_gives_star_settings_to_sites_not_listed() -> None:
     assert ctx.site_config("home-1")["capacity"] == 3
     assert ctx.site_config("center-9")["capacity"] == 3
     assert str(ctx.timezone("center-9")) == "Asia/Shanghai"
+
+
+def test_star_site_and_resident_options_are_laid_over_each_other(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """ "*" < site < resident, option by option: the site's own inactivity: section
+    (a night limit) keeps the day limit of "*"; a resident's own day limit wins."""
+    csv_text = HEADER + (
+        "2024-03-05T10:10:00,r1,pir-1,motion,1,kitchen\n"
+        "2024-03-05T10:10:00,r2,pir-2,motion,1,kitchen\n"
+    )
+    config = (
+        "site: home-7\n"
+        "sites:\n"
+        "  '*': {timezone: Asia/Shanghai, inactivity: {default_day_limit: 2h}}\n"
+        "  home-7: {inactivity: {default_night_limit: 10h}}\n"
+        "residents: {r1: {inactivity: {default_day_limit: 3h}}}\n"
+    )
+    code, lines, err = replay(
+        tmp_path, csv_text, "--until", "2024-03-05T20:00", config=config, capsys=capsys
+    )
+    assert code == 0, err
+    got = sorted((a["resident"], a["time"]) for a in lines if a["kind"] == "inactivity")
+    assert got == [
+        ("r1", "2024-03-05T13:10:00+08:00"),  # the resident's 3 h
+        ("r2", "2024-03-05T12:10:00+08:00"),  # the 2 h of "*", not the 6 h default
+    ]
