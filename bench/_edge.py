@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,12 @@ def agent_config(
     central: MosquittoService,
     site: MosquittoService,
     devices: int,
+    *,
+    extra_devices: Sequence[Mapping[str, Any]] = (),
     **queue: Any,
 ) -> Path:
-    """An agent config with ``devices`` door sensors named door-000..."""
+    """An agent config with ``devices`` door sensors named door-000..., then
+    ``extra_devices`` (device entries as in the agent config, e.g. pendants)."""
     doc: dict[str, Any] = {
         "site": "bench-site",
         "gateway": "gw-bench",
@@ -74,7 +77,8 @@ def agent_config(
         "devices": [
             {"id": f"door-{i:03d}", "profile": PROFILE, "mqtt": {"address": f"door{i:03d}"}}
             for i in range(devices)
-        ],
+        ]
+        + [dict(d) for d in extra_devices],
     }
     path = workdir / "agent.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
