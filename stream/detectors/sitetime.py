@@ -12,7 +12,8 @@ Config values accepted everywhere:
 - times of day: ``"HH:MM"``;
 - opening hours: ``"08:00-17:00"`` (one span for every opening day) or a mapping from
   weekday (``mon`` .. ``sun``) to a span;
-- opening days: a list of weekdays; holidays: a list of ISO dates (``"2024-10-01"``).
+- opening days: a list of weekdays, or ``all``; holidays: a list of ISO dates
+  (``"2024-10-01"``).
 """
 
 from __future__ import annotations
@@ -215,9 +216,8 @@ class OpeningCalendar:
             span = span_min(hours, f"{where}.opening_hours")
             self.spans = [span] * 7
         if days is not None:
-            if not isinstance(days, list):
-                raise ConfigError("must be a list of weekdays", path=f"{where}.opening_days")
-            allowed = {_weekday_index(d, f"{where}.opening_days") for d in days}
+            # the same forms as a day-care schedule's days: a list of weekdays, or "all"
+            allowed = weekday_set(days, f"{where}.opening_days")
             self.spans = [s if i in allowed else None for i, s in enumerate(self.spans)]
         self.holidays: set[int] = set()
         holidays = site_config.get("holidays")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,27 @@ def test_bad_site_and_resident_settings_are_config_problems(
     with pytest.raises(ConfigProblems) as info:
         parse_config({"sites": sites, "residents": residents})
     assert [p for p, _ in info.value.problems] == [path], info.value.problems
+
+
+def test_opening_days_accept_all_like_a_daycare_schedule() -> None:
+    """``opening_days: all`` is every day, as ``daycare.days: all`` is."""
+    from stream.detectors.sitetime import OpeningCalendar, day_of_date
+
+    cfg = parse_config(
+        {
+            "sites": {"c": {"opening_hours": "08:00-17:00", "opening_days": "all"}},
+            "residents": {"r1": {"daycare": {"site": "c", "days": "all", "by": "09:30"}}},
+        }
+    )
+    calendar = OpeningCalendar(cfg.site("c").raw, "c")
+    sunday = day_of_date(date(2026, 3, 8))
+    assert [calendar.span(sunday + i) for i in range(7)] == [(480, 1020)] * 7
+    assert calendar.is_open(sunday, 9 * 60)
+    # Another word is still refused, at its path (not read as a list of letters).
+    with pytest.raises(ConfigProblems) as info:
+        parse_config({"sites": {"c": {"opening_days": "weekdays"}}})
+    assert [p for p, _ in info.value.problems] == ["sites.c.opening_days"]
+    assert "or 'all'" in info.value.problems[0][1]
 
 
 def test_check_lists_bad_overrides_and_keeps_good_ones(
