@@ -5,6 +5,10 @@
     carewatch stream --config /etc/carewatch/stream.yaml     # run until SIGTERM
     carewatch stream --check /etc/carewatch/stream.yaml      # list every problem, exit 1
 
+``--check`` also lists warnings, each line marked ``WARNING``: keys under a site or a
+resident that nothing reads (a typo, or a plugged-in detector that does not declare
+them). They do not change the exit code; the processor logs them when it starts.
+
 Exit codes: 0 fine (stopped by SIGTERM/SIGINT), 1 the config has problems, 2 bad usage
 or the processor could not start (the message says why), 3 the running processor failed
 (a loop hit a bug, or the state database kept failing): systemd restarts it and the
@@ -21,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from stream.config import ConfigProblems, check_config, load_config
+from stream.config import ConfigProblems, load_config, review_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -66,11 +70,19 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.check:
-        problems = check_config(args.check)
-        if problems:
-            print(f"{args.check}: {len(problems)} problem(s)", file=sys.stderr)
-            for problem in problems:
+        review = review_config(args.check)
+        if review.problems:
+            print(f"{args.check}: {len(review.problems)} problem(s)", file=sys.stderr)
+            for problem in review.problems:
                 print(f"  {problem}", file=sys.stderr)
+        if review.warnings:
+            print(
+                f"{args.check}: {len(review.warnings)} warning(s), not problems",
+                file=sys.stderr,
+            )
+            for warning in review.warnings:
+                print(f"  WARNING {warning}", file=sys.stderr)
+        if review.problems:
             return 1
         print(f"{args.check}: OK")
         return 0

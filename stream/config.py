@@ -4,7 +4,9 @@
 every problem is collected (not just the first) and reported with its path in the file
 (``policies.default.tiers[1].recipients[0]: unknown recipient 'nurse'``), so
 ``carewatch stream --check FILE`` can list them all. ``deploy/stream.sample.yaml``
-documents every option with its default.
+documents every option with its default. A key under a site or a resident that nothing
+reads is a warning, not a problem (:func:`review_config`): plugged-in detectors may read
+keys of their own, which they declare.
 
 Durations are seconds (``90``) or a number with a unit (``500ms``, ``90s``, ``3m``,
 ``2h``, ``1d``); times of day are ``"HH:MM"`` in the site's timezone.
@@ -27,7 +29,14 @@ from device_profiles.errors import ConfigError
 from device_profiles.events import valid_id
 from device_profiles.topics import ROOT
 from stream.detectors.base import Severity
-from stream.detectors.facts import merge_site, resident_problems, site_problems
+from stream.detectors.facts import (
+    PROCESSOR_SITE_KEYS,
+    key_warnings,
+    merge_site,
+    resident_problems,
+    site_problems,
+    unread_keys,
+)
 
 SEVERITIES = tuple(Severity)
 NOTIFIER_TYPES = ("webhook", "wecom", "dingtalk", "log")
@@ -236,6 +245,9 @@ class StreamConfig:
     sites: Mapping[str, SiteConfig] = field(default_factory=dict)
     residents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     default_site: SiteConfig = field(default_factory=lambda: SiteConfig("*"))
+    #: (section, id, key) of the keys under sites and residents that neither the
+    #: processor nor a built-in detector reads (:func:`~stream.detectors.facts.key_warnings`).
+    unread_keys: tuple[tuple[str, str, str], ...] = ()
 
     def site(self, site: str) -> SiteConfig:
         """The site's config, or the defaults (``sites."*"``) for a site not listed."""
@@ -625,6 +637,7 @@ def parse_config(data: Any, file: str = "<config>") -> StreamConfig:
         sites=sites,
         residents=residents,
         default_site=default_site,
+        unread_keys=unread_keys(top.get("sites"), top.get("residents")),
     )
 
 
@@ -804,9 +817,6 @@ def _parse_policies(
     return out
 
 
-_SITE_KEYS = ("timezone", "policy", "quiet_hours")
-
-
 def _parse_sites(
     r: _Reader, m: Mapping[str, Any], policies: Mapping[str, PolicyConfig]
 ) -> tuple[dict[str, SiteConfig], SiteConfig]:
@@ -840,7 +850,9 @@ def _parse_sites(
             policy=policy,
             quiet_start_min=quiet_start,
             quiet_end_min=quiet_end,
-            raw=merge_site(default.raw, {k: v for k, v in sm.items() if k not in _SITE_KEYS}),
+            raw=merge_site(
+                default.raw, {k: v for k, v in sm.items() if k not in PROCESSOR_SITE_KEYS}
+            ),
         )
         if name == "*":
             default = site
@@ -849,30 +861,47 @@ def _parse_sites(
     return out, default
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReview:
+    """What ``--check`` says about a file: problems (the processor does not start with
+    them) and warnings (it starts; something in the file is probably not what was meant),
+    one line each with its path."""
+
+    problems: list[str]
+    warnings: list[str]
+
+
 def check_config(path: str | Path) -> list[str]:
-    """Every problem of a config file, one line each, with its path (``--check``).
+    """Every problem of a config file, one line each, with its path (see :func:`review_config`)."""
+    return review_config(path).problems
+
+
+def review_config(path: str | Path) -> ConfigReview:
+    """Every problem and every warning of a config file, with its path (``--check``).
 
     Besides the schema this instantiates the configured detectors and notifiers, so an
     unknown detector, a bad detector option or a notifier that cannot be built is
     reported too, in the same run as the schema's problems: the detectors and notifiers
     whose own sections are valid are built even when other sections have problems.
+    Warnings: keys under a site or a resident that neither the processor, the built-in
+    detectors nor a configured detector reads (``sites.c1.capcity``).
     """
     try:
         data = _read_yaml(path)
     except ConfigProblems as exc:
-        return [f"{p}: {m}" if p else m for p, m in exc.problems]
+        return ConfigReview([f"{p}: {m}" if p else m for p, m in exc.problems], [])
     problems: list[tuple[str, str]] = []
     cfg: StreamConfig | None = None
     try:
         cfg = parse_config(data, file=str(path))
     except ConfigProblems as exc:
         problems += exc.problems
+    top = data if isinstance(data, Mapping) else {}
     if cfg is not None:
         detectors, notifiers = cfg.detectors, dict(cfg.notifiers)
     else:
         # Parse the two sections again on their own (their problems are listed already)
         # and leave out the entries whose sections have problems of their own.
-        top = data if isinstance(data, Mapping) else {}
         scratch = _Reader()
         flawed = {tuple(p.split(".")[:2]) for p, _ in problems}
         detectors = tuple(
@@ -888,11 +917,21 @@ def check_config(path: str | Path) -> list[str]:
             if ("notifiers", name) not in flawed
         }
     from stream.notifiers import build_notifiers
-    from stream.registry import build_detectors  # imports detector modules
+    from stream.registry import build_detectors, declared_keys  # imports detector modules
 
-    for build in (lambda: build_detectors(detectors), lambda: build_notifiers(notifiers)):
+    built: list[Any] = []
+    for build in (
+        lambda: built.extend(build_detectors(detectors)),
+        lambda: build_notifiers(notifiers),
+    ):
         try:
             build()
         except ConfigProblems as exc:
             problems += exc.problems
-    return [f"{p}: {m}" if p else m for p, m in problems]
+    warnings = key_warnings(
+        unread_keys(top.get("sites"), top.get("residents")), *declared_keys(detectors, built)
+    )
+    return ConfigReview(
+        [f"{p}: {m}" if p else m for p, m in problems],
+        [f"{p}: {m}" for p, m in warnings],
+    )

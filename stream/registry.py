@@ -8,6 +8,9 @@ detector from anywhere. The attribute is a Detector class, or a factory function
 returning one detector or a list of them (``operations`` is three detectors). The
 remaining keys of the section are passed as keyword arguments, so a detector documents
 its options in its ``__init__``; ``enabled: false`` (or ``name: false``) leaves it out.
+A plugged-in detector that reads keys of its own under ``sites.<id>`` or
+``residents.<id>`` declares them (``site_keys``, ``resident_keys``: :func:`declared_keys`),
+else they are reported as unknown keys (a warning).
 
 The module of each built-in detector also defines ``check_options(options, where)``,
 which checks a section without building the detector (building loads the fall model
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -112,6 +115,40 @@ def check_options(cfg: DetectorConfig) -> list[tuple[str, str]]:
     except ConfigError as exc:
         return problems_of(exc, path)
     return []
+
+
+def declared_keys(
+    configs: Sequence[DetectorConfig], detectors: Sequence[Detector[Any]] = ()
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The site and resident keys the configured detectors declare they read.
+
+    From the class (or factory function) of each config entry, without building it, and
+    from already built ``detectors`` (those a factory made, or passed in from Python):
+    their :attr:`~stream.detectors.base.Detector.site_keys` and
+    :attr:`~stream.detectors.base.Detector.resident_keys`. An entry that cannot be
+    resolved declares nothing (it is a problem of its own).
+    """
+    owners: list[object] = list(detectors)
+    for cfg in configs:
+        try:
+            owners.append(resolve(cfg.target))
+        except ValueError:
+            continue
+    site: set[str] = set()
+    resident: set[str] = set()
+    for owner in owners:
+        site |= _declared(owner, "site_keys")
+        resident |= _declared(owner, "resident_keys")
+    return frozenset(site), frozenset(resident)
+
+
+def _declared(owner: object, attribute: str) -> set[str]:
+    value = getattr(owner, attribute, None)
+    if isinstance(value, str):
+        return {value}  # one key, not its letters
+    if isinstance(value, Iterable):
+        return {str(key) for key in value}
+    return set()
 
 
 def build_detectors(configs: Sequence[DetectorConfig]) -> list[Detector[Any]]:

@@ -32,13 +32,14 @@ from typing import Any
 from stream.clock import Clock, clock_from_config
 from stream.config import StreamConfig
 from stream.detectors.base import Detector
+from stream.detectors.facts import key_warnings
 from stream.ingest import MqttLink
 from stream.metrics import Metrics
 from stream.notifiers import Notifier, build_notifiers
 from stream.notifiers.mqtt import MqttAlertNotifier
 from stream.outbox import OutboxSender
 from stream.processor import Processor
-from stream.registry import build_detectors
+from stream.registry import build_detectors, declared_keys
 from stream.retry import TRANSIENT, LoopRetry
 from stream.state import StateStore
 from stream.telemetry.sink import LineWriter, TelemetrySink
@@ -100,6 +101,12 @@ class StreamService:
         self.detectors = (
             list(detectors) if detectors is not None else build_detectors(config.detectors)
         )
+        # Keys under a site or a resident that nothing reads: a typo (capcity) would
+        # silently leave out what it sets, so say so (--check lists them too).
+        for path, message in key_warnings(
+            config.unread_keys, *declared_keys(config.detectors, self.detectors)
+        ):
+            log.warning("%s: %s: %s", config.file, path, message)
         notifiers: dict[str, Notifier] = build_notifiers(config.notifiers)
         self.store = StateStore(
             config.state.path,

@@ -25,6 +25,20 @@ Hooks, and when the runtime calls them:
   creates each missing one with :meth:`Detector.seed` and arms its :meth:`deadline`, so
   its timers run even for a resident or device that has never sent anything.
 
+Site and resident settings: :meth:`DetectorContext.site_config` and
+:meth:`DetectorContext.resident_config` give a detector the ``sites.<id>`` and
+``residents.<id>`` entries of the stream config. A detector that reads keys there besides
+those of the processor and the built-in detectors
+(:data:`stream.detectors.facts.SITE_KEYS`, :data:`~stream.detectors.facts.RESIDENT_KEYS`)
+declares them in :attr:`Detector.site_keys` and :attr:`Detector.resident_keys`; a key
+nobody declares is a warning at ``--check`` and at start (with the closest known key), so
+a misspelt ``capcity`` does not go unnoticed. A factory function (a ``class:`` target that
+is not a class) may set the same two attributes on itself::
+
+    class DoorLeftOpen(Detector[DoorState]):
+        name = "door_left_open"
+        site_keys = frozenset({"door_open_limit"})
+
 Gateway status (online/offline, from the retained status topic and its last will) and
 the gateway's device health reach detectors as synthetic events of ``kind="gateway"``:
 ``reading="status"`` with values ``{"online": bool}``, and ``reading="device_status"``
@@ -117,6 +131,10 @@ class Detector(ABC, Generic[S]):
 
     name: ClassVar[str]
     state_type: ClassVar[type[msgspec.Struct]]
+    #: Keys of ``sites.<id>`` this detector reads besides the built-in ones (see above).
+    site_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Keys of ``residents.<id>`` this detector reads besides the built-in ones.
+    resident_keys: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def key(self, event: Event) -> str | None:

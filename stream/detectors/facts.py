@@ -6,7 +6,12 @@ for the detectors. The stream config (and ``carewatch replay``) checks the ones 
 built-in detectors read with :func:`site_problems` and :func:`resident_problems`, each
 problem with its path (``residents.r1.inactivity.night: '19-08' is not a span of time``),
 so ``--check`` lists them and a running detector never meets a value it would have to
-log and drop. Other keys are left alone: a plugged-in detector may read facts of its own.
+log and drop. Other keys are not problems, since a plugged-in detector may read facts of
+its own (it declares them: :attr:`~stream.detectors.base.Detector.site_keys`,
+:attr:`~stream.detectors.base.Detector.resident_keys`); a key that neither the processor,
+the built-in detectors (:data:`SITE_KEYS`, :data:`RESIDENT_KEYS`) nor a configured
+detector reads is a warning (:func:`unread_keys`, :func:`key_warnings`): a typo such as
+``capcity`` would otherwise switch crowding alerts off without a word.
 :func:`merge_site` lays a site over ``sites."*"`` (option sections key by key).
 
 ``sites.<id>``
@@ -25,6 +30,7 @@ log and drop. Other keys are left alone: a plugged-in detector may read facts of
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,6 +73,15 @@ _DEVICE_FACTS: dict[str, Convert] = {
     "report_interval_s": duration(),
 }
 _DAYCARE: dict[str, Convert] = {"site": identifier, "days": weekdays, "by": time_of_day}
+
+#: Keys of ``sites.<id>`` the processor itself reads (the rest is for the detectors).
+PROCESSOR_SITE_KEYS = frozenset({"timezone", "policy", "quiet_hours"})
+#: Keys of ``sites.<id>`` the processor and the built-in detectors read.
+SITE_KEYS = frozenset(
+    {*PROCESSOR_SITE_KEYS, *_SITE_FACTS, *OpeningCalendar.KEYS, "devices", *OPTION_SECTIONS}
+)
+#: Keys of ``residents.<id>`` the built-in detectors read.
+RESIDENT_KEYS = frozenset({*_RESIDENT_FACTS, "daycare", "devices", *OPTION_SECTIONS})
 
 
 def merge_site(defaults: Mapping[str, Any], site: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,3 +190,53 @@ def _check(problems: Problems, where: str, check: Callable[[], object]) -> None:
         check()
     except ConfigError as exc:
         problems.extend(problems_of(exc, where))
+
+
+def unread_keys(sites: Any, residents: Any) -> tuple[tuple[str, str, str], ...]:
+    """(section, id, key) of each key of a ``sites`` or ``residents`` entry, as written in
+    the file, that neither the processor nor the built-in detectors read.
+
+    Whether a plugged-in detector reads it is known only once the detectors are known:
+    :func:`key_warnings` says which of these nobody reads.
+    """
+    found: list[tuple[str, str, str]] = []
+    for part, entries, known in (
+        ("sites", sites, SITE_KEYS),
+        ("residents", residents, RESIDENT_KEYS),
+    ):
+        if not isinstance(entries, Mapping):
+            continue  # a problem of its own
+        for entry_id, raw in entries.items():
+            if isinstance(raw, Mapping):
+                found += [(part, str(entry_id), str(k)) for k in raw if k not in known]
+    return tuple(found)
+
+
+def key_warnings(
+    unread: tuple[tuple[str, str, str], ...],
+    site_keys: frozenset[str] = frozenset(),
+    resident_keys: frozenset[str] = frozenset(),
+) -> Problems:
+    """(path, message) of each :func:`unread_keys` key that no configured detector
+    declares either (``site_keys``, ``resident_keys``: those the detectors declare).
+
+    Warnings, not problems: the processor runs without the key, but a misspelt key
+    (``capcity``) silently leaves out what it was meant to set, so the message names
+    the closest known key.
+    """
+    known = {"sites": SITE_KEYS | site_keys, "residents": RESIDENT_KEYS | resident_keys}
+    warnings: Problems = []
+    for part, entry_id, key in unread:
+        if key in known[part]:
+            continue
+        close = difflib.get_close_matches(key, sorted(known[part]), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        attribute = "site_keys" if part == "sites" else "resident_keys"
+        warnings.append(
+            (
+                f"{part}.{entry_id}.{key}",
+                f"unknown key, nothing reads it (a plugged-in detector declares the keys "
+                f"it reads in {attribute}){hint}",
+            )
+        )
+    return warnings

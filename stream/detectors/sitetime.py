@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, ClassVar
 
 from device_profiles.errors import ConfigError
 from device_profiles.events import Event
@@ -200,6 +200,9 @@ class OpeningCalendar:
     A site without ``opening_hours`` is treated as always open (homes, and sites whose
     hours nobody entered): detectors that need opening hours then rely on what they learn.
     """
+
+    #: The site config keys a calendar reads.
+    KEYS: ClassVar[frozenset[str]] = frozenset({"opening_hours", "opening_days", "holidays"})
 
     def __init__(self, site_config: Mapping[str, Any], site: str = "") -> None:
         where = f"sites.{site}" if site else "site"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 import pytest
 import yaml
 
 from device_profiles.errors import ConfigError
+from device_profiles.events import Event
 from stream.cli import main
 from stream.clock import ManualClock
 from stream.config import (
@@ -24,6 +27,7 @@ from stream.config import (
     parse_time_ms,
 )
 from stream.detectors.alarm import AlarmDetector
+from stream.detectors.base import AlertSignal, Detector, DetectorContext
 from stream.detectors.inactivity import InactivityDetector
 from stream.detectors.noshow import NoShowDetector
 from stream.detectors.operations import (
@@ -499,12 +503,18 @@ def test_check_lists_bad_overrides_and_keeps_good_ones(
     )
     assert main(["--check", str(path)]) == 1
     err = capsys.readouterr().err
-    problems = [line.strip() for line in err.splitlines()[1:]]
+    lines = [line.strip() for line in err.splitlines()]
+    assert lines[0] == f"{path}: 2 problem(s)", err
+    problems = lines[1:3]
     assert [p.partition(":")[0] for p in problems] == [
         "sites.x.inactivity.margn",
         "residents.r1.inactivity.night",
     ], err
     assert "unknown option (allowed: " in problems[0]
+    # A key no configured detector declares is a warning, listed after the problems.
+    assert lines[3] == f"{path}: 1 warning(s), not problems", err
+    assert lines[4].startswith("WARNING residents.r2.some_fact_for_a_plugin: unknown key"), err
+    assert len(lines) == 5, err
 
 
 def test_site_option_sections_merge_with_star_key_by_key(tmp_path: Path) -> None:
@@ -533,3 +543,148 @@ def test_site_option_sections_merge_with_star_key_by_key(tmp_path: Path) -> None
     finally:
         store.close()
     assert ctx.site_config("a")["inactivity"] == {"margin": "30m", "day_cap": "8h"}
+
+
+# --- keys nobody reads under a site or a resident are warnings --------------------------------
+
+
+class DoorState(msgspec.Struct):
+    """State of the plugged-in detector below (it never changes)."""
+
+    seen: int = 0
+
+
+class DoorLeftOpen(Detector[DoorState]):
+    """A plugged-in detector reading keys of its own under sites and residents."""
+
+    name: ClassVar[str] = "door_left_open"
+    state_type: ClassVar[type[msgspec.Struct]] = DoorState
+    site_keys: ClassVar[frozenset[str]] = frozenset({"door_open_limit"})
+    resident_keys: ClassVar[frozenset[str]] = frozenset({"wanders"})
+
+    def key(self, event: Event) -> str | None:
+        return None
+
+    def initial_state(self, key: str) -> DoorState:
+        return DoorState()
+
+    def step(
+        self, state: DoorState, event: Event, ctx: DetectorContext
+    ) -> tuple[DoorState, list[AlertSignal]]:
+        return state, []
+
+
+class GateLeftOpen(DoorLeftOpen):
+    """Made by the factory below, which declares the keys for it."""
+
+    name: ClassVar[str] = "gate_left_open"
+    site_keys: ClassVar[frozenset[str]] = frozenset()
+    resident_keys: ClassVar[frozenset[str]] = frozenset()
+
+
+def door_rules() -> list[Detector[Any]]:
+    """A factory function declaring the keys it reads on itself."""
+    return [GateLeftOpen()]
+
+
+door_rules.site_keys = frozenset({"gate_ids"})  # type: ignore[attr-defined]
+
+
+def _review(tmp_path: Path, data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    from stream.config import review_config
+
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump(data))
+    review = review_config(path)
+    return review.problems, review.warnings
+
+
+def test_unknown_site_and_resident_keys_are_warnings_with_a_suggestion(
+    tmp_path: Path,
+) -> None:
+    problems, warnings = _review(
+        tmp_path,
+        {
+            "sites": {
+                "*": {"timezne": "UTC"},
+                "center-01": {"type": "center", "capcity": 30, "opening_hours": "08:00-17:00"},
+            },
+            "residents": {"r1": {"lives_alon": True, "home": "h1", "favourite_colour": "blue"}},
+        },
+    )
+    assert problems == []
+    paths = {w.partition(":")[0]: w for w in warnings}
+    assert set(paths) == {
+        "sites.*.timezne",
+        "sites.center-01.capcity",
+        "residents.r1.lives_alon",
+        "residents.r1.favourite_colour",
+    }, warnings
+    assert paths["sites.center-01.capcity"].endswith("did you mean 'capacity'?")
+    assert paths["sites.*.timezne"].endswith("did you mean 'timezone'?")
+    assert paths["residents.r1.lives_alon"].endswith("did you mean 'lives_alone'?")
+    assert "did you mean" not in paths["residents.r1.favourite_colour"]
+    assert "site_keys" in paths["sites.center-01.capcity"]
+    assert "resident_keys" in paths["residents.r1.lives_alon"]
+
+
+def test_keys_a_configured_detector_declares_are_not_warnings(tmp_path: Path) -> None:
+    sites = {"c1": {"door_open_limit": "10m", "gate_ids": [1], "door_open_limt": "5m"}}
+    residents = {"r1": {"wanders": True, "door_open_limit": "5m"}}
+    detectors = {
+        "doors": {"class": "tests.stream.test_config:DoorLeftOpen"},
+        "gates": {"class": "tests.stream.test_config:door_rules"},
+    }
+    problems, warnings = _review(
+        tmp_path, {"detectors": detectors, "sites": sites, "residents": residents}
+    )
+    assert problems == []
+    # Declared for sites, not for residents; a misspelt declared key is matched too.
+    assert [w.partition(":")[0] for w in warnings] == [
+        "sites.c1.door_open_limt",
+        "residents.r1.door_open_limit",
+    ], warnings
+    assert warnings[0].endswith("did you mean 'door_open_limit'?")
+    # Without the plug-ins configured, their keys are read by nothing.
+    _, warnings = _review(tmp_path, {"sites": sites, "residents": residents})
+    assert len(warnings) == 5, warnings
+
+
+def test_check_with_only_warnings_passes_and_marks_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text("sites:\n  center-01: {type: center, capcity: 30}\n")
+    assert main(["--check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{path}: OK\n"
+    assert err.splitlines() == [
+        f"{path}: 1 warning(s), not problems",
+        "  WARNING sites.center-01.capcity: unknown key, nothing reads it (a plugged-in "
+        "detector declares the keys it reads in site_keys); did you mean 'capacity'?",
+    ]
+    assert main(["--check", str(SAMPLE)]) == 0
+    assert capsys.readouterr().err == ""  # the sample has no unknown keys
+
+
+async def test_unknown_keys_are_logged_when_the_processor_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stream.runtime import StreamService
+
+    config = parse_config(
+        {
+            "state": {"path": str(tmp_path / "s.sqlite")},
+            "api": {"enabled": False},
+            "sites": {"center-01": {"type": "center", "capcity": 30}},
+            "residents": {"r1": {"wanders": True}},
+        },
+        file="stream.yaml",
+    )
+    with caplog.at_level(logging.WARNING, logger="stream.runtime"):
+        service = StreamService(config, detectors=[DoorLeftOpen()])
+    await service.close()
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(logged) == 1, logged
+    assert logged[0].startswith("stream.yaml: sites.center-01.capcity: unknown key")
+    assert logged[0].endswith("did you mean 'capacity'?")
