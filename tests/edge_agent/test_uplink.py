@@ -12,7 +12,10 @@ Door messages are numbered through the simulator's state (see ``test_faults.py``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +107,41 @@ async def test_sigkill_leaves_the_retained_status_offline_by_the_last_will(
             code = await asyncio.to_thread(agent.terminate)
     assert code == 0, agent.log()[-3000:]
     assert "uplink: connected" in agent.log()
+
+
+async def test_a_silent_gateway_goes_offline_when_its_keepalive_expires(
+    tmp_path: Path, broker_factory, topic_prefix
+):
+    """A power cut or a dead uplink: no FIN, no DISCONNECT, nothing more on the wire.
+    Freezing the agent (SIGSTOP) keeps its socket open and silent; the broker must fire
+    the will once 1.5 x the announced keepalive (5 s) passes without a packet."""
+    central = broker_factory()
+    root = f"{topic_prefix}/carewatch/v1"
+    cfg = write_config(
+        tmp_path, central=central, root=root, broker={"keepalive": 5}, log_level="INFO"
+    )
+    agent = AgentProcess(cfg, tmp_path / "agent.log")
+    async with Collector(central, root) as col:
+        agent.start()
+        assert agent.proc is not None
+        try:
+            await col.wait_for(lambda c: c.status[-1:] == ["online"], what="online", limit_s=30)
+            agent.proc.send_signal(signal.SIGSTOP)
+            frozen = time.monotonic()
+            await col.wait_for(lambda c: c.status[-1:] == ["offline"], what="the will", limit_s=20)
+            # Not the socket closing: the broker waited for the keepalive to run out.
+            assert time.monotonic() - frozen >= 5.0
+            assert await retained_status(central, root) == ("offline", True)
+            agent.proc.send_signal(signal.SIGCONT)  # power back: it reconnects by itself
+            await col.wait_for(
+                lambda c: c.status[-1:] == ["online"], what="online again", limit_s=30
+            )
+            assert await retained_status(central, root) == ("online", True)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                agent.proc.send_signal(signal.SIGCONT)
+            code = await asyncio.to_thread(agent.terminate)
+    assert code == 0, agent.log()[-3000:]
 
 
 async def test_a_batch_unacknowledged_at_sigkill_is_sent_again_with_the_same_seqs(
