@@ -897,8 +897,8 @@ class EventQueue:
             now_ms = None if self.now_ms is None else self.now_ms()
             counters = batch.counters
             if retried:
-                counters = {**counters, "commit_retried": counters.get("commit_retried", 0)}
-                counters["commit_retried"] += retried
+                before = counters.get("commit_retried", 0)
+                counters = {**counters, "commit_retried": before + retried}
             try:
                 return await self.call(
                     functools.partial(

@@ -76,7 +76,6 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.handled = 0
-        self._retry = LoopRetry("mqtt", metrics, asyncio.Event())
 
     def _make_client(self) -> aiomqtt.Client:
         tls_context = None
@@ -103,10 +102,10 @@ class MqttLink:
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and handle messages until ``stop`` is set, reconnecting as needed."""
         backoff = BACKOFF_FIRST_S
-        self._retry = LoopRetry("mqtt", self.metrics, stop)
+        retry = LoopRetry("mqtt", self.metrics, stop)
         while not stop.is_set():
             try:
-                await self._session(stop)
+                await self._session(stop, retry)
                 backoff = BACKOFF_FIRST_S
             except aiomqtt.MqttError as exc:
                 log.warning("central broker: %s; reconnecting in %.1f s", exc, backoff)
@@ -115,7 +114,7 @@ class MqttLink:
                 # retry waits (raising LoopGaveUp when this lasts too long); reconnect then.
                 self._set_connected(False)
                 log.error("state database failed; message left unacknowledged")
-                await self._retry.failed(exc)
+                await retry.failed(exc)
                 continue
             finally:
                 self._set_connected(False)
@@ -125,7 +124,7 @@ class MqttLink:
                 await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
             backoff = min(self.config.reconnect_max_s, backoff * 2)
 
-    async def _session(self, stop: asyncio.Event) -> None:
+    async def _session(self, stop: asyncio.Event, retry: LoopRetry) -> None:
         async with self._make_client() as client:
             for topic_filter in subscriptions(self.config.root, self.config.sites):
                 await client.subscribe(topic_filter, qos=1)
@@ -137,7 +136,7 @@ class MqttLink:
                 self.config.port,
                 self.config.client_id,
             )
-            receiver = asyncio.ensure_future(self._receive(client))
+            receiver = asyncio.ensure_future(self._receive(client, retry))
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 done, _ = await asyncio.wait(
@@ -152,7 +151,7 @@ class MqttLink:
                     await receiver
                 self._client = None
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: aiomqtt.Client, retry: LoopRetry) -> None:
         paho_client: paho.Client = client._client
         async for message in client.messages:
             payload = message.payload
@@ -160,7 +159,7 @@ class MqttLink:
             # Effects are committed inside handler(); only then is the PUBACK sent.
             self.handler(message.topic.value, data)
             self.handled += 1
-            self._retry.ok()
+            retry.ok()  # a handled message: a failing database works again
             if message.qos > 0:
                 paho_client.ack(message.mid, message.qos)
 
