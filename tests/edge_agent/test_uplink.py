@@ -41,7 +41,7 @@ from tests.edge_agent.helpers import (
     write_config,
     z2m_door,
 )
-from tests.harness.wait import async_wait_for
+from tests.harness.wait import WaitTimeout, async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -167,15 +167,24 @@ async def test_a_batch_unacknowledged_at_sigkill_is_sent_again_with_the_same_seq
             await produce(sim, 0)
             await col.wait_for(lambda c: 0 in numbers(c), what="the first message")
             queue_db = tmp_path / "queue.db"
+            # The collector can see message 0 before the agent has handled its PUBACK:
+            # pausing the broker only once the row is gone keeps it out of the batch.
+            await async_wait_for(
+                lambda: not queued_rows(queue_db), timeout=20, message="message 0 acknowledged"
+            )
             with paused(central):
                 # stored, then published into the paused broker's socket, never acked
                 await produce(sim, 1)
                 await async_wait_for(lambda: unread_by(central) > 0, timeout=20, message="1 sent")
                 for n in range(2, 21):
                     await produce(sim, n)
-                await async_wait_for(
-                    lambda: len(queued_rows(queue_db)) == 20, timeout=20, message="20 queued"
-                )
+                try:
+                    await async_wait_for(
+                        lambda: len(queued_rows(queue_db)) == 20, timeout=20, message="20 queued"
+                    )
+                except WaitTimeout as timeout:
+                    got = sorted(map(number, queued_rows(queue_db).values()), key=str)
+                    raise AssertionError(f"{timeout}; queued door numbers: {got}") from None
                 rows = queued_rows(queue_db)
                 size = sum(len(encode_event(e)) for e in rows.values())
                 await async_wait_for(
