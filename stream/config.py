@@ -8,8 +8,9 @@ documents every option with its default. A key under a site or a resident that n
 reads is a warning, not a problem (:func:`review_config`): plugged-in detectors may read
 keys of their own, which they declare.
 
-Durations are seconds (``90``) or a number with a unit (``500ms``, ``90s``, ``3m``,
-``2h``, ``1d``); times of day are ``"HH:MM"`` in the site's timezone.
+Durations are seconds (``90``) or numbers with units, largest first (``500ms``, ``90s``,
+``3m``, ``2h``, ``1d``, ``1h30m``), as in the detectors' options; times of day are
+``"HH:MM"`` in the site's timezone.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from stream.detectors.facts import (
     site_problems,
     unread_keys,
 )
+from stream.detectors.sitetime import duration_text_ms
 
 SEVERITIES = tuple(Severity)
 NOTIFIER_TYPES = ("webhook", "wecom", "dingtalk", "log")
@@ -270,8 +272,6 @@ class StreamConfig:
 
 # --- parsing --------------------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 _HHMM_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 T = TypeVar("T")
@@ -279,7 +279,11 @@ _MISSING = object()
 
 
 def parse_duration_ms(value: Any) -> int:
-    """``90`` / ``"90s"`` / ``"3m"`` / ``"500ms"`` -> milliseconds; raises ValueError."""
+    """``90`` / ``"90s"`` / ``"3m"`` / ``"1h30m"`` / ``"500ms"`` -> milliseconds.
+
+    The same grammar as the detectors' options (:func:`duration_text_ms`); raises
+    ValueError.
+    """
     if isinstance(value, bool):
         raise ValueError("a duration, not a boolean")
     if isinstance(value, int | float):
@@ -287,9 +291,9 @@ def parse_duration_ms(value: Any) -> int:
             raise ValueError("must be >= 0")
         return int(value * 1000)
     if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+        ms = duration_text_ms(value.strip()) if value.strip() else None
+        if ms is not None:
+            return ms
     raise ValueError("expected a duration such as 90, '90s', '3m', '2h', '1d' or '500ms'")
 
 

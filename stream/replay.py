@@ -71,7 +71,13 @@ from device_profiles.events import Event
 from stream.config import DetectorConfig
 from stream.context import ConfigContext
 from stream.detectors.base import AlertSignal, Detector, DetectorContext, Severity
-from stream.detectors.facts import merge_site, resident_problems, site_problems
+from stream.detectors.facts import (
+    key_warnings,
+    merge_site,
+    resident_problems,
+    site_problems,
+    unread_keys,
+)
 from stream.detectors.options import OptionProblems
 from stream.detectors.sitetime import LocalTime
 from stream.registry import check_options
@@ -341,6 +347,9 @@ class ReplayConfig:
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``sites."*"``: merged into every listed site, and the config of any other site.
     default_site: dict[str, Any] = field(default_factory=dict)
+    #: "path: message" of each key under a site or a resident that nothing reads (a
+    #: misspelt ``capcity``): the replay runs without it, so it is told, not refused.
+    warnings: list[str] = field(default_factory=list)
 
     def site_settings(self) -> dict[str, Any]:
         """The settings of the replayed site (created when missing)."""
@@ -392,6 +401,14 @@ class ReplayConfig:
         ]
         if problems:
             raise OptionProblems(problems, file=file)
+        unread = unread_keys(raw.get("sites"), raw.get("residents"))
+        if isinstance(site, Mapping):
+            own = {k: v for k, v in site.items() if k != "id"}
+            unread += tuple(("sites", "", key) for _, _, key in unread_keys({"": own}, None))
+        config.warnings = [
+            f"{path.replace('sites..', 'site.', 1)}: {message}"
+            for path, message in key_warnings(unread)
+        ]
         # A stream config's ``sites."*"`` holds the defaults of every site.
         defaults = config.sites.pop("*", None)
         if defaults is not None:
@@ -713,6 +730,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="carewatch replay: %(message)s")
     try:
         config = ReplayConfig.load(args.config) if args.config else ReplayConfig()
+        for warning in config.warnings:
+            print(f"carewatch replay: {args.config}: WARNING {warning}", file=sys.stderr)
         tz = _tz(config.sites.get(config.site, {}).get("timezone"))
         until = None
         if args.until:

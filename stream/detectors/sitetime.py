@@ -7,8 +7,8 @@ local time), which is all the calendar arithmetic the detectors need.
 
 Config values accepted everywhere:
 
-- durations: a number of seconds, or a string such as ``"45s"``, ``"90m"``, ``"2h"``,
-  ``"1h30m"``, ``"1d"``;
+- durations: a number of seconds, or a string such as ``"500ms"``, ``"45s"``, ``"90m"``,
+  ``"2h"``, ``"1h30m"``, ``"1d"`` (the stream config's own durations take the same);
 - times of day: ``"HH:MM"``;
 - opening hours: ``"08:00-17:00"`` (one span for every opening day) or a mapping from
   weekday (``mon`` .. ``sun``) to a span;
@@ -33,11 +33,23 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+# Units largest first, each at most once: "1d", "2h30m", "1m30s", "500ms". "m" must not be
+# followed by "s", or "500ms" would read as 500 minutes and a stray "s".
 _DURATION_RE = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
-    r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
+    r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?(?!s))?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*"
+    r"(?:(\d+(?:\.\d+)?)\s*ms)?\s*$"
 )
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def duration_text_ms(text: str) -> int | None:
+    """Milliseconds of ``"1h30m"``, ``"90s"``, ``"500ms"``...; None if it is not one."""
+    match = _DURATION_RE.match(text)
+    if not match or not any(match.groups()):
+        return None
+    d, h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+    return int(((d * 24 + h) * 60 + m) * MINUTE_MS + s * 1000 + ms)
 
 
 def duration_ms(value: Any, option: str) -> int:
@@ -51,10 +63,9 @@ def duration_ms(value: Any, option: str) -> int:
             raise ConfigError(f"{value!r} must not be negative", path=option)
         return int(value * 1000)
     if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match and any(match.groups()):
-            d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-            return int(((d * 24 + h) * 60 + m) * MINUTE_MS + s * 1000)
+        ms = duration_text_ms(value)
+        if ms is not None:
+            return ms
     raise ConfigError(f"{value!r} is not a duration (e.g. 90, '45m', '2h')", path=option)
 
 

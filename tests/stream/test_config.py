@@ -204,16 +204,21 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "ms"),
     [(90, 90_000), ("90s", 90_000), ("3m", 180_000), ("2h", 7_200_000), ("500ms", 500),
-     ("1d", 86_400_000), (0.5, 500)],
+     ("1d", 86_400_000), (0.5, 500), ("1h30m", 5_400_000), ("2m30s", 150_000),
+     ("1s500ms", 1_500), ("5min", 300_000), (" 45 s ", 45_000)],
 )  # fmt: skip
 def test_durations(text: object, ms: int) -> None:
+    # The stream config and the detectors' options read durations the same way.
     assert parse_duration_ms(text) == ms
+    assert duration_ms(text, "x") == ms
 
 
-@pytest.mark.parametrize("bad", ["soon", -1, True, "3 weeks", None])
+@pytest.mark.parametrize("bad", ["soon", -1, True, "3 weeks", None, "", "ms", "30s2m", "5mss"])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration_ms(bad)
+    with pytest.raises(ConfigError, match=r"is not a duration|must not be negative"):
+        duration_ms(bad, "x")
 
 
 def test_times() -> None:

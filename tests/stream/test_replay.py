@@ -429,6 +429,24 @@ def test_replay_refuses_the_site_and_resident_settings_the_stream_config_refuses
     assert err.startswith(f"carewatch replay: {tmp_path / 'config.yaml'}:{where}: "), err
 
 
+def test_replay_warns_about_keys_nothing_reads_and_runs_on(tmp_path: Path, capsys: Any) -> None:
+    config = (
+        "site: {id: c-1, type: center, capcity: 30}\n"
+        "sites: {c-2: {opening_hour: '08:00-17:00'}}\n"
+        "residents: {r1: {lives_alon: true, home: c-1}}\n"
+    )
+    rows = HEADER + "2024-03-04T08:00:00,r1,d1,door,1,kitchen\n"
+    code, _, err = replay(tmp_path, rows, config=config, capsys=capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    prefix = f"carewatch replay: {tmp_path / 'config.yaml'}: WARNING "
+    assert all(line.startswith(prefix) for line in warnings), warnings
+    said = {line[len(prefix) :].split(":")[0]: line for line in warnings}
+    assert set(said) == {"site.capcity", "sites.c-2.opening_hour", "residents.r1.lives_alon"}
+    assert said["site.capcity"].endswith("did you mean 'capacity'?")
+    assert said["residents.r1.lives_alon"].endswith("did you mean 'lives_alone'?")
+
+
 def test_replay_context_gives_star_settings_to_sites_not_listed() -> None:
     """Like the live processor: a daycare.site elsewhere gets sites."*" too."""
     from stream.replay import ReplayConfig
