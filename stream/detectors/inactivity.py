@@ -16,8 +16,12 @@ When it alerts
     night ends at a time of day), times ``margin_factor``, plus ``margin``; never below
     ``min_limit``, never above
     ``day_cap`` / ``night_cap``. While a resident has fewer than ``min_history_days`` days
-    of history (or a bucket has almost no samples) the fixed ``default_day_limit`` /
-    ``default_night_limit`` apply. The alert (condition ``inactivity``, HIGH) says why:
+    of history the fixed ``default_day_limit`` / ``default_night_limit`` apply. A daytime
+    hour at which this person is seldom at home (a job, a daily walk: fewer than
+    ``min_samples`` samples near it) is judged against all of their daytime quiet periods
+    ("usually under 2 h 40 min during the day"), not the fixed default; a night hour with
+    too few samples keeps ``default_night_limit`` (nights end at a time of day, so other
+    hours' nights say little). The alert (condition ``inactivity``, HIGH) says why:
     "no door or motion activity at home since 09:40 (3 h 5 min), usually under 1 h 50 min
     at this time of day". It clears when activity resumes.
 
@@ -42,7 +46,12 @@ Went out, silent at home, unknown
       not WARNING: it concerns someone living alone who did not come home, and the
       default ``not_back_by`` (22:00) is exactly when default quiet hours begin, when only
       HIGH and CRITICAL page; a WARNING would wait unheard until the morning.
-      Motion or an inner door at home ends the absence.
+      Motion or an inner door at home ends the absence. Someone who is often out later
+      than ``not_back_by`` is judged by their own habit: the returns of the last 60 days
+      that came after it are remembered, and once there are three, the alert waits until
+      most of those returns (80 %) had happened, plus 30 minutes ("usually back by
+      00:40 when out late"), but never more than ``late_return_max`` after
+      ``not_back_by``. A night spent away counts as later than that.
     - A resident whose gateway is offline (``kind="gateway"``, ``reading="status"``,
       ``online: false``) or one of whose sensors is down (``reading="device_status"``
       with ``up: false``, or a sensor's own ``availability`` ``online: false``) is
@@ -83,7 +92,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
@@ -134,6 +143,13 @@ FAR_WEIGHT = 0.4
 #: Quiet periods at least this long (minutes) are taken as sleep, which ends at a time of
 #: day: see _compute_limit.
 ANCHORED_MIN = 240
+#: Late returns (see "Went out" in the module doc): how many are kept, for how long,
+#: how many are needed, which share of them the alert waits for, and the margin.
+LATE_KEEP = 16
+LATE_MAX_AGE_DAYS = 60
+LATE_MIN_SAMPLES = 3
+LATE_QUANTILE = 0.8
+LATE_MARGIN_MIN = 30
 #: Where nights start (see InactivityOptions.bedtime_places): decay of the per-place night
 #: counts per night learned, nights needed, and the shares of nights that make a place
 #: one nights "never" start from (RARE) or the usual bedtime place (USUAL).
@@ -147,6 +163,23 @@ BEDTIME_WINDOW_MS = 10 * MINUTE_MS
 MAX_PLACES = 16
 
 HOME, OUT, ALIVE = "home", "out", "alive"
+#: What a limit was learned from (Limit.basis): nothing yet (the fixed defaults), the
+#: quiet periods of this hour and its neighbours, or all daytime ones (a sparse hour).
+DEFAULT_BASIS, HOUR_BASIS, DAY_BASIS = "default", "hour", "day"
+
+
+class Limit(NamedTuple):
+    """How long the current quiet period may last (ms), the usual length it came from,
+    and what it was learned from (``*_BASIS``)."""
+
+    limit: int
+    usual: int
+    basis: str
+
+    @property
+    def learned(self) -> bool:
+        """From this person's own history (not the fixed defaults)."""
+        return self.basis != DEFAULT_BASIS
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +214,9 @@ class InactivityOptions:
     #: ... but never sooner than this after leaving, and at the latest after away_limit.
     away_grace: int = 2 * HOUR_MS
     away_limit: int = 16 * HOUR_MS
+    #: How much later than not_back_by a habit of coming home late may move the alert
+    #: (0: never, always at not_back_by).
+    late_return_max: int = 4 * HOUR_MS
     #: After a gateway or sensor comes back, wait this long before alarming.
     gateway_grace: int = 15 * MINUTE_MS
     #: Unknown (gateway offline, sensor down) this long: tell the responders (0 = never).
@@ -230,6 +266,7 @@ OPTIONS: dict[str, Convert] = {
     "not_back_by": time_of_day,
     "away_grace": duration(),
     "away_limit": duration(positive=True),
+    "late_return_max": duration(),
     "gateway_grace": duration(),
     "unknown_limit": duration(),
     "exit_placements": names,
@@ -261,6 +298,12 @@ class Quiet(msgspec.Struct, kw_only=True):
     bed_at: int = 0
     #: > 0: the last activity left the home (front door, check-in) at this time.
     away: int = 0
+    #: When the current absence began: ``away`` moves with every front-door event (the
+    #: return itself is one), this stays at the first.
+    out_since: int = 0
+    #: Returns after not_back_by: minutes late and the local day of the evening.
+    late_min: list[int] = msgspec.field(default_factory=list)
+    late_day: list[int] = msgspec.field(default_factory=list)
     #: Local days with learned quiet periods, and the last of them.
     days: int = 0
     last_day: int = -1
@@ -314,7 +357,7 @@ class InactivityDetector(Detector[InactivityState]):
         self.options = InactivityOptions.parse(options, "detectors.inactivity")
         self._decay = 0.5 ** (1 / self.options.half_life_days)
         self._opt_cache: dict[tuple[str, str], tuple[int, int, InactivityOptions]] = {}
-        self._limit_cache: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, int, bool]]] = {}
+        self._limit_cache: dict[tuple[str, str], tuple[tuple[int, ...], Limit]] = {}
         self._zones: dict[str, LocalTime] = {}
 
     # --- partitioning ---------------------------------------------------------------------
@@ -378,9 +421,14 @@ class InactivityDetector(Detector[InactivityState]):
             _remember(r.devices, event.device, MAX_DEVICES)
         _remember(r.kinds, _kind_word(event), 4)
         if what == HOME:
-            r.away = 0
+            if r.out_since:
+                # Back when the front door last moved (the return), else now.
+                left, back = r.out_since, (r.away if r.away > r.out_since else t)
+                _learn_return(r, left, back, lt, opts, absent=ctx.is_absent(resident, left))
+            r.away = r.out_since = 0
         elif what == OUT:
             r.away = t
+            r.out_since = r.out_since or t
         alerts: list[AlertSignal] = []
         if r.alert == CONDITION or (r.alert == NOT_BACK and what != ALIVE):
             alerts.append(self._clear(state.site, resident, r, t, lt=lt, label=label))
@@ -458,27 +506,15 @@ class InactivityDetector(Detector[InactivityState]):
                 r.due = 0
                 continue
             if r.away:
-                alerts.append(self._not_back(state.site, resident, r, now, lt))
+                alerts.append(self._not_back(state.site, resident, r, now, lt=lt, opts=opts))
                 r.alert = NOT_BACK
                 r.due = 0
                 continue
-            limit, usual, learned = self._limit(state.site, resident, r, lt, opts)
-            if now - r.last < limit:  # the limit moved (a config change): check again later
-                r.due = r.last + limit
+            limit = self._limit(state.site, resident, r, lt, opts)
+            if now - r.last < limit.limit:  # the limit moved (a config change): check later
+                r.due = r.last + limit.limit
                 continue
-            alerts.append(
-                self._raise(
-                    state.site,
-                    resident,
-                    r,
-                    now,
-                    lt=lt,
-                    opts=opts,
-                    limit=limit,
-                    usual=usual,
-                    learned=learned,
-                )
-            )
+            alerts.append(self._raise(state.site, resident, r, now, lt=lt, opts=opts, limit=limit))
             r.alert = CONDITION
             r.due = 0
         return state, alerts
@@ -548,8 +584,8 @@ class InactivityDetector(Detector[InactivityState]):
 
     def _limit(
         self, site: str, resident: str, r: Quiet, lt: LocalTime, opts: InactivityOptions
-    ) -> tuple[int, int, bool]:
-        """(limit, usual, learned) for the current quiet period of ``r``, in ms."""
+    ) -> Limit:
+        """The limit of the current quiet period of ``r``."""
         hour = lt.hour(r.last)
         today = lt.day(r.last)
         awake = _not_bedtime(r, hour, opts)
@@ -566,7 +602,7 @@ class InactivityDetector(Detector[InactivityState]):
 
     def _compute_limit(
         self, r: Quiet, hour: int, today: int, opts: InactivityOptions, *, awake: bool = False
-    ) -> tuple[int, int, bool]:
+    ) -> Limit:
         """``awake``: an evening silence that is not going to bed (see _not_bedtime):
         judged by day limits against the quiet periods of those hours that were not nights.
         """
@@ -574,7 +610,7 @@ class InactivityDetector(Detector[InactivityState]):
         default = opts.default_night_limit if night else opts.default_day_limit
         cap = opts.night_cap if night else opts.day_cap
         if r.days < opts.min_history_days:
-            return default, 0, False
+            return Limit(default, 0, DEFAULT_BASIS)
         decay = self._decay ** max(0, today - r.count_day)
         total = 0.0
         samples: list[tuple[int, float]] = []
@@ -596,8 +632,16 @@ class InactivityDetector(Detector[InactivityState]):
                         minutes += 60 * offset
                     age = max(0, today - r.top_day[i])
                     samples.append((minutes, weight * self._decay**age))
+        pooled = False
         if total < opts.min_samples or not samples:
-            return default, 0, False
+            if night:
+                return Limit(default, 0, DEFAULT_BASIS)
+            # Seldom at home at this hour: judge by all of this person's daytime quiet
+            # periods, which their own history has, rather than by the fixed default.
+            total, samples = self._day_samples(r, today, opts)
+            if total < opts.min_samples or not samples:
+                return Limit(default, 0, DEFAULT_BASIS)
+            pooled = True
         samples.sort(reverse=True)
         target = (1 - opts.quantile) * total
         usual_min = samples[-1][0]
@@ -609,7 +653,30 @@ class InactivityDetector(Detector[InactivityState]):
                 break
         usual = usual_min * MINUTE_MS
         limit = int(usual * opts.margin_factor + opts.margin)
-        return max(opts.min_limit, min(cap, limit)), usual, True
+        return Limit(
+            max(opts.min_limit, min(cap, limit)), usual, DAY_BASIS if pooled else HOUR_BASIS
+        )
+
+    def _day_samples(
+        self, r: Quiet, today: int, opts: InactivityOptions
+    ) -> tuple[float, list[tuple[int, float]]]:
+        """(decayed count, weighted samples) of every daytime hour, nights left out."""
+        decay = self._decay ** max(0, today - r.count_day)
+        total = 0.0
+        samples: list[tuple[int, float]] = []
+        for h in range(BUCKETS):
+            if opts.is_night(h):
+                continue
+            total += r.count[h] * decay
+            for i in range(h * K, h * K + K):
+                minutes = r.top_min[i]
+                weight = self._decay ** max(0, today - r.top_day[i])
+                if minutes >= ANCHORED_MIN and opts.is_evening(h):
+                    total -= weight  # a night that began early: not a daytime silence
+                    continue
+                if minutes:
+                    samples.append((minutes, weight))
+        return total, samples
 
     # --- scheduling -----------------------------------------------------------------------
     def _schedule(
@@ -630,10 +697,9 @@ class InactivityDetector(Detector[InactivityState]):
             r.due = 0
             return
         if r.away:
-            r.due = _not_back_due(r.away, lt, opts)
+            r.due = _not_back_due(r.away, lt, opts, _late_allowance(r, lt.day(r.away), opts))
             return
-        limit, _, _ = self._limit(state.site, resident, r, lt, opts)
-        due = r.last + limit
+        due = r.last + self._limit(state.site, resident, r, lt, opts).limit
         if r.known_at:
             due = max(due, r.known_at + opts.gateway_grace)
         r.due = due
@@ -648,30 +714,35 @@ class InactivityDetector(Detector[InactivityState]):
         *,
         lt: LocalTime,
         opts: InactivityOptions,
-        limit: int,
-        usual: int,
-        learned: bool,
+        limit: Limit,
     ) -> AlertSignal:
         since = _since(r.last, now, lt)
         silent = fmt_duration(now - r.last)
         words = _sensor_words(r.kinds)
         awake = _not_bedtime(r, lt.hour(r.last), opts)
-        if learned:
+        if limit.learned:
+            when = "during the day" if limit.basis == DAY_BASIS else "at this time of day"
             reason = (
                 f"no {words} activity at home since {since} ({silent}), "
-                f"usually under {fmt_duration(usual)} at this time of day"
+                f"usually under {fmt_duration(limit.usual)} {when}"
             )
             if awake:
                 reason += (
                     f" when not going to bed (the last activity was {r.last_what}, "
                     "not where this person goes to bed)"
                 )
-        else:
+        elif r.days < opts.min_history_days:
             reason = (
                 f"no {words} activity at home since {since} ({silent}); "
                 f"still learning this person's habits ({r.days} day"
                 f"{'' if r.days == 1 else 's'} of history), "
-                f"so the fixed limit of {fmt_duration(limit)} applies"
+                f"so the fixed limit of {fmt_duration(limit.limit)} applies"
+            )
+        else:
+            reason = (
+                f"no {words} activity at home since {since} ({silent}); "
+                "this person is seldom at home at this hour, "
+                f"so the fixed limit of {fmt_duration(limit.limit)} applies"
             )
         return AlertSignal(
             condition=CONDITION,
@@ -685,10 +756,11 @@ class InactivityDetector(Detector[InactivityState]):
                 "last_activity": lt.iso(r.last),
                 "last": r.last_what,
                 "silent_min": (now - r.last) // MINUTE_MS,
-                "limit_min": limit // MINUTE_MS,
-                "usual_min": usual // MINUTE_MS if learned else None,
+                "limit_min": limit.limit // MINUTE_MS,
+                "usual_min": limit.usual // MINUTE_MS if limit.learned else None,
                 "not_bedtime": awake,
-                "learned": learned,
+                "learned": limit.learned,
+                "learned_from": limit.basis,
                 "history_days": r.days,
             },
         )
@@ -743,11 +815,24 @@ class InactivityDetector(Detector[InactivityState]):
             resident=resident,
         )
 
-    def _not_back(self, site: str, resident: str, r: Quiet, now: int, lt: LocalTime) -> AlertSignal:
+    def _not_back(
+        self,
+        site: str,
+        resident: str,
+        r: Quiet,
+        now: int,
+        *,
+        lt: LocalTime,
+        opts: InactivityOptions,
+    ) -> AlertSignal:
         reason = (
             f"went out at {_since(r.away, now, lt)} ({r.last_what}) and has not come back "
             f"home ({fmt_duration(now - r.away)} ago)"
         )
+        late = _late_allowance(r, lt.day(r.away), opts)
+        if late:
+            back_by = (opts.not_back_by + late // MINUTE_MS) % (24 * 60)
+            reason += f"; usually back by {back_by // 60:02d}:{back_by % 60:02d} when out late"
         return AlertSignal(
             condition=NOT_BACK,
             subject=resident,
@@ -916,13 +1001,55 @@ def _since(t: int, now: int, lt: LocalTime) -> str:
     return f"{lt.iso(t)[:10]} {hhmm}"
 
 
-def _not_back_due(left: int, lt: LocalTime, opts: InactivityOptions) -> int:
+def _not_back_due(left: int, lt: LocalTime, opts: InactivityOptions, late: int = 0) -> int:
+    """When someone who left at ``left`` is "not back": the first ``not_back_by`` at least
+    ``away_grace`` later, plus ``late`` (a learned habit), and after ``away_limit`` at the
+    latest."""
+    return min(_back_by(left, lt, opts) + late, left + opts.away_limit)
+
+
+def _back_by(left: int, lt: LocalTime, opts: InactivityOptions) -> int:
     earliest = left + opts.away_grace
     day = lt.day(earliest)
     due = lt.at(day, opts.not_back_by)
     if due < earliest:
         due = lt.at(day + 1, opts.not_back_by)
-    return min(due, left + opts.away_limit)
+    return due
+
+
+def _learn_return(
+    r: Quiet, left: int, back: int, lt: LocalTime, opts: InactivityOptions, *, absent: bool
+) -> None:
+    """Remember a return after ``not_back_by`` (how late, in minutes), for _late_allowance.
+
+    A known absence (hospital, travel) says nothing about habits. A return later than
+    ``late_return_max`` (a night away) is kept as that plus one minute: "later than the
+    most the alert may wait".
+    """
+    if absent or opts.late_return_max <= 0:
+        return
+    deadline = _back_by(left, lt, opts)
+    if back <= deadline or deadline > left + opts.away_limit:
+        return  # back in time, or away_limit, not not_back_by, bounded this absence
+    late = min((back - deadline) // MINUTE_MS, opts.late_return_max // MINUTE_MS + 1)
+    r.late_min.append(int(late))
+    r.late_day.append(lt.day(deadline))
+    if len(r.late_min) > LATE_KEEP:
+        del r.late_min[0], r.late_day[0]
+
+
+def _late_allowance(r: Quiet, today: int, opts: InactivityOptions) -> int:
+    """How much later than ``not_back_by`` this person is usually back when out late (ms;
+    0 while fewer than LATE_MIN_SAMPLES late returns in LATE_MAX_AGE_DAYS)."""
+    if opts.late_return_max <= 0:
+        return 0
+    recent = sorted(
+        m for m, d in zip(r.late_min, r.late_day, strict=True) if today - d <= LATE_MAX_AGE_DAYS
+    )
+    if len(recent) < LATE_MIN_SAMPLES:
+        return 0
+    usual = recent[max(0, math.ceil(LATE_QUANTILE * len(recent)) - 1)]
+    return min((usual + LATE_MARGIN_MIN) * MINUTE_MS, opts.late_return_max)
 
 
 def _remember(items: list[str], item: str, limit: int) -> None:

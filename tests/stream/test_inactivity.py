@@ -524,3 +524,93 @@ def test_a_bad_resident_override_keeps_the_site_overrides() -> None:
     detector = InactivityDetector()
     state, _ = detector.step(detector.initial_state(SITE), Maker().motion(9.0), ctx)
     assert "res-1" not in state.residents  # not watched at this site, as it says
+
+
+def commuter(days: int, mk: Maker) -> list[Event]:
+    """Home 07:00-08:30 and 18:00-21:00 (motion every 20 min), out at work in between."""
+    events = []
+    for day in range(days):
+        base = day * 24
+        events += [mk.motion(base + 7 + i / 3) for i in range(5)]  # 07:00-08:20
+        events += [mk.door(base + 8.5, True), mk.door(base + 8.51, False)]
+        events += [mk.door(base + 18, True), mk.door(base + 18.01, False)]
+        events += [mk.motion(base + 18.02 + i / 3) for i in range(9)]  # 18:01-20:42
+    return events
+
+
+def test_an_hour_seldom_spent_at_home_is_judged_by_the_persons_whole_day() -> None:
+    """A commuter stays home one day and goes silent at 13:00, an hour never seen at home:
+    judged against their own daytime quiet periods (20 min), not the 6 h default."""
+    mk = Maker()
+    day = 10 * 24
+    stay = [mk.motion(day + 7 + i / 3) for i in range(19)]  # 07:00-13:00, then silence
+    alerts = run(commuter(10, mk) + stay, day + 24)
+    raises = [a for a in alerts if a.action == "raise"]
+    assert [(a.condition, round((a.time - T0) / H - day, 2)) for a in raises] == [
+        (CONDITION, 13 + 1.5)  # 13:00 + min_limit; the fixed default would say 19:00
+    ], summary(raises)
+    [alert] = raises
+    assert alert.reason.endswith("usually under 20 min during the day"), alert.reason
+    assert alert.details["learned"] is True and alert.details["learned_from"] == "day"
+    # A person with too little history in all is still judged by the fixed default.
+    stay = [mk.motion(3 * 24 + 7 + i / 3) for i in range(19)]
+    alerts = run(commuter(3, mk) + stay, 4 * 24)
+    [early] = [a for a in alerts if a.action == "raise"]
+    assert early.time == T0 + (3 * 24 + 13 + 6) * H
+    assert "still learning this person's habits (4 days of history)" in early.reason
+
+
+def night_owl(evenings: int, mk: Maker, *, back_h: float = 24.5) -> list[Event]:
+    """Home all day, out from 19:00 every evening, back at ``back_h`` (00:30) at night."""
+    events = []
+    for day in range(evenings):
+        base = day * 24
+        events += [mk.motion(base + h) for h in (8, 10, 12, 14, 16, 18)]
+        events += [mk.door(base + 19, True), mk.door(base + 19.01, False)]
+        events += [mk.door(base + back_h, True), mk.door(base + back_h + 0.01, False)]
+        events.append(mk.motion(base + back_h + 0.02))
+    return events
+
+
+#: Evenings 0-2 alert at 22:00: fewer than three late returns are known yet.
+LEARNING = [22.0, 46.0, 70.0]
+
+
+@pytest.mark.parametrize(
+    ("options", "raised", "back_by"),
+    [
+        # Once known, 00:30 returns no longer alert; the evening with no return alerts at
+        # 80 % of the late returns (00:30) + 30 min.
+        ({}, [*LEARNING, 6 * 24 + 25.0], "01:00"),
+        # At most 1 h after not_back_by: the 00:30 returns alert too, at 23:00.
+        ({"late_return_max": "1h"}, [*LEARNING, 95.0, 119.0, 143.0, 6 * 24 + 23.0], "23:00"),
+        # Never learned: always not_back_by.
+        ({"late_return_max": 0}, [d * 24 + 22.0 for d in range(7)], None),
+    ],
+)
+def test_someone_often_back_late_is_judged_by_their_own_late_returns(
+    options: dict[str, Any], raised: list[float], back_by: str | None
+) -> None:
+    mk = Maker()
+    last = 6 * 24
+    then = [mk.motion(last + h) for h in (8, 10, 12, 14, 16, 18)]
+    then += [mk.door(last + 19, True), mk.door(last + 19.01, False)]
+    alerts = run(night_owl(6, mk) + then, last + 30, options=options)
+    assert all(a.condition == NOT_BACK for a in alerts), summary(alerts)
+    assert [round((a.time - T0) / H, 2) for a in alerts if a.action == "raise"] == raised
+    final = alerts[-1]
+    if back_by is None:
+        assert "usually back by" not in final.reason
+    else:
+        assert final.reason.endswith(f"; usually back by {back_by} when out late"), final.reason
+
+
+def test_a_known_absence_teaches_nothing_about_late_returns() -> None:
+    """Three nights back late during a recorded absence (travel) are not a habit."""
+    mk = Maker()
+    last = 6 * 24
+    then = [mk.motion(last + h) for h in (8, 10, 12, 14, 16, 18)]
+    then += [mk.door(last + 19, True), mk.door(last + 19.01, False)]
+    alerts = run(night_owl(6, mk) + then, last + 30, absent=(0, 5 * 24))
+    raised = [round((a.time - T0) / H, 2) for a in alerts if a.action == "raise"]
+    assert raised[-1] == last + 22.0, summary(alerts)
