@@ -1,5 +1,8 @@
 """Leave-one-subject-out figures of the fall classifier, also for a "moved" sensor.
 
+The scorer is the shipped model's kind (shapes: logistic regression on shape features,
+its C and bias seed; trees: gradient-boosted trees, ``--members``), refitted per fold.
+
     .venv/bin/python bench/fall_cv.py [--data FILE.npz] [--members N] \
         [--test-transform none rotate gain+5 gain-5 offset noise] \
         [--trigger-profile NAME [--min-turn-deg DEG ...]]
@@ -48,6 +51,7 @@ from stream.fall.data import Recordings, load_recordings, run_trigger  # noqa: E
 from stream.fall.errors import ModelError  # noqa: E402
 from stream.fall.evaluate import profile_trigger  # noqa: E402
 from stream.fall.model import FallClassifier  # noqa: E402
+from stream.fall.shapes import channels, segments, shape_cross, shape_loso  # noqa: E402
 from stream.fall.table import (  # noqa: E402
     UNLABELLED,
     WindowTable,
@@ -61,7 +65,7 @@ from stream.fall.train import (  # noqa: E402
     _fit_members,
     _members_proba,
     choose_threshold,
-    held_out_threshold_alerts,
+    held_out_summary,
     loso_cv,
     per_recording,
     relabel_falls,
@@ -157,6 +161,7 @@ def _profile_line(
         rec=table.rec[keep],
         anchor=table.anchor[keep],
         label=table.label[keep],
+        windows=None if table.windows is None else table.windows[keep],
     )
     sub_scores = scores[keep]
     full = per_recording(table, scores, threshold)
@@ -185,8 +190,6 @@ def _profile_line(
     most = np.full(len(fall), -1.0)
     np.maximum.at(most, table.rec, np.nan_to_num(alerted, nan=-1.0))
     least_turn = float(most[fall & (full.alerts > 0)].min())
-    alerts, thrs = held_out_threshold_alerts(sub, sub_scores)
-    h = summarize(sub.is_fall, sub.activity, sub.seconds, alerts, res.max_score)
     return {
         "trigger_profile": name,
         "min_turn_deg": cfg.min_turn_deg,
@@ -209,14 +212,7 @@ def _profile_line(
             "uploaded": round(adl_up / adl_hours, 1),
         },
         "worst_adl_by_uploads_per_hour": [f"{k}:{v:.0f}" for v, k in sorted(per_act)[::-1][:3]],
-        "held_out_threshold": {
-            "thresholds": [round(min(thrs), 3), round(max(thrs), 3)],
-            "sensitivity": round(h["sensitivity"], 4),
-            "specificity": round(h["specificity"], 4),
-            "false_alarms_per_hour": round(h["false_alarms_per_hour"], 3),
-            "missed_falls": h["missed_falls"],
-            "adl_recordings_with_alarm": h["adl_recordings_with_alarm"],
-        },
+        "held_out_threshold": held_out_summary(sub, sub_scores),
         "seconds": round(time.monotonic() - t0, 1),
     }
 
@@ -249,7 +245,13 @@ def main() -> int:
         print(f"shipped model not usable ({exc}); using training defaults", file=sys.stderr)
         clf = None
     trigger = clf.trigger if clf else TriggerConfig()
-    params = dict(clf.metadata["estimator"]["params"]) if clf else dict(PARAM_GRID[0])
+    # Tree parameters: the shipped tree model's, else (a shape model, no model) the
+    # training default.
+    params = (
+        dict(clf.metadata["estimator"].get("params") or PARAM_GRID[0])
+        if clf
+        else dict(PARAM_GRID[0])
+    )
     rec = load_recordings(args.data)
     cache = default_cache_dir()
     base = build_table(rec, trigger, cache_dir=cache)
@@ -257,7 +259,19 @@ def main() -> int:
     # with the first candidate of the grid (as `carewatch fall train` does).
     first = loso_cv(base, PARAM_GRID[0], members=1)
     base, _ = relabel_falls(base, first.window_scores)
-    base_scores = loso_cv(base, params, members=args.members).window_scores
+    shapes = clf is not None and clf.kind == "shapes"
+    subjects = np.asarray(base.subject)
+    if shapes:
+        assert clf is not None and base.windows is not None
+        est = clf.metadata["estimator"]
+        C, bias_seed = float(est["C"]), int(est["seed"])
+        segs = segments(trigger.pre_n, trigger.pre_n + trigger.post_n, trigger.rate_hz)
+        ch = channels(base.windows)
+        base_scores = shape_loso(ch, subjects[base.rec], base.label, segs, Cs=[C], seed=bias_seed)[
+            C
+        ]
+    else:
+        base_scores = loso_cv(base, params, members=args.members).window_scores
     threshold = clf.threshold if clf else round(choose_threshold(base, base_scores)[0], 6)
     for name in args.test_transform:
         t0 = time.monotonic()
@@ -275,8 +289,21 @@ def main() -> int:
                 activity=test.activity,
                 is_fall=test.is_fall,
                 seconds=test.seconds,
+                windows=test.windows,
             )
-            scores = _cross(base, test, params, args.members)
+            if shapes and test.windows is not None:
+                scores = shape_cross(
+                    ch,
+                    subjects[base.rec],
+                    base.label,
+                    test_ch=channels(test.windows),
+                    test_groups=np.asarray(test.subject)[test.rec],
+                    segs=segs,
+                    C=C,
+                    seed=bias_seed,
+                )
+            else:
+                scores = _cross(base, test, params, args.members)
         res = per_recording(test, scores, threshold)
         s = summarize(test.is_fall, test.activity, test.seconds, res.alerts, res.max_score)
         worst_adl = sorted(
@@ -289,7 +316,8 @@ def main() -> int:
         out = {
             "transform": name,
             "threshold": threshold,
-            "members": args.members,
+            "scorer": clf.kind if clf else "trees",
+            "members": None if shapes else args.members,
             "recordings": s["recordings"],
             "sensitivity": round(s["sensitivity"], 4),
             "specificity": round(s["specificity"], 4),
@@ -302,16 +330,7 @@ def main() -> int:
         }
         if fn is None:
             # The same scores, each subject judged at a threshold chosen without it.
-            alerts, thrs = held_out_threshold_alerts(test, scores)
-            h = summarize(test.is_fall, test.activity, test.seconds, alerts, res.max_score)
-            out["held_out_threshold"] = {
-                "thresholds": [round(min(thrs), 3), round(max(thrs), 3)],
-                "sensitivity": round(h["sensitivity"], 4),
-                "specificity": round(h["specificity"], 4),
-                "false_alarms_per_hour": round(h["false_alarms_per_hour"], 3),
-                "missed_falls": h["missed_falls"],
-                "adl_recordings_with_alarm": h["adl_recordings_with_alarm"],
-            }
+            out["held_out_threshold"] = held_out_summary(test, scores)
         print(json.dumps(out), flush=True)
     if args.trigger_profile is not None:
         for deg in args.min_turn_deg or [None]:

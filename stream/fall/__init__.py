@@ -1,4 +1,4 @@
-"""Fall classification: features of pendant impact windows and a gradient-boosted model.
+"""Fall classification: shape features of pendant impact windows and a linear model.
 
 The pendant (``device_profiles.pendant_trigger``) uploads an acceleration window around
 each impact; :class:`~stream.fall.model.FallClassifier` scores it. The shipped model lives

@@ -1,6 +1,7 @@
 """``carewatch fall``: train, evaluate and inspect the fall classifier.
 
-    carewatch fall train --data FILE.npz --out DIR [--quick] [--cache DIR | --no-cache]
+    carewatch fall train --data FILE.npz --out DIR [--scorer shapes|trees] [--quick]
+                         [--cache DIR | --no-cache]
     carewatch fall eval --data FILE.npz [--per-recording] [--model DIR_OR_FILE] [--profile NAME]
     carewatch fall info [--model DIR_OR_FILE]
 
@@ -29,7 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, type=Path, help="recordings file (.npz)")
     t.add_argument("--out", required=True, type=Path, help="directory for fall_model.json")
     t.add_argument("--quick", action="store_true", help="one candidate, one member (tests)")
-    t.add_argument("--members", type=int, default=None, help="ensemble members (default 3)")
+    t.add_argument(
+        "--scorer",
+        choices=("shapes", "trees"),
+        default="shapes",
+        help="shapes (default: logistic regression on shape features) or trees",
+    )
+    t.add_argument(
+        "--members", type=int, default=None, help="tree ensemble members (default 3; trees)"
+    )
     t.add_argument("--seed", type=int, default=0)
     cache = t.add_mutually_exclusive_group()
     cache.add_argument("--cache", type=Path, default=None, help="feature cache directory")
@@ -66,7 +75,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.cmd == "train":
             from stream.fall.table import default_cache_dir
-            from stream.fall.train import N_MEMBERS, PARAM_GRID, train
+            from stream.fall.train import N_MEMBERS, PARAM_GRID, SHAPE_C_GRID, train
 
             grid = PARAM_GRID[:1] if args.quick else PARAM_GRID
             members = args.members if args.members is not None else (1 if args.quick else N_MEMBERS)
@@ -82,6 +91,8 @@ def main(argv: list[str]) -> int:
                 seed=args.seed,
                 cache_dir=cache,
                 progress=progress,
+                scorer=args.scorer,
+                c_grid=(0.01,) if args.quick else SHAPE_C_GRID,
             )
             return 0
 

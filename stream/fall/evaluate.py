@@ -28,7 +28,7 @@ from device_profiles.errors import ProfileError
 from device_profiles.pendant_trigger import TriggerConfig, impact_values
 from device_profiles.profiles import ProfileRegistry
 from stream.fall.data import Recordings, load_recordings, run_trigger
-from stream.fall.features import impact_window_array, window_features
+from stream.fall.features import impact_window_array
 from stream.fall.model import FallClassifier
 from stream.fall.train import summarize
 
@@ -84,18 +84,12 @@ def score_recordings(
     cfg = trigger if trigger is not None else clf.trigger
     for i in range(len(rec)):
         windows, suppressed = run_trigger(rec.at_rate(i, cfg.rate_hz), cfg)
-        if windows:
-            if cfg.rate_hz == clf.trigger.rate_hz:
-                rows = [
-                    window_features(impact_window_array(w), w.trigger_index, cfg.rate_hz)
-                    for w in windows
-                ]
-            else:
-                # As the processor scores an upload at another rate: resampled to the model's.
-                rows = [clf.features(impact_values(w, cfg)) for w in windows]
-            scores = clf.score_features(np.vstack(rows))
+        if cfg.rate_hz == clf.trigger.rate_hz:
+            arrays = [(impact_window_array(w), w.trigger_index) for w in windows]
         else:
-            scores = np.zeros(0)
+            # As the processor scores an upload at another rate: resampled to the model's.
+            arrays = [clf.window_array(impact_values(w, cfg)) for w in windows]
+        scores = clf.score_arrays(arrays)
         yield RecordingScore(
             index=i,
             subject=rec.subject[i],

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from device_profiles.pendant_trigger import ImpactWindow, TriggerConfig
 from stream.fall.data import Recordings, trigger_windows
 from stream.fall.features import FEATURE_NAMES, FEATURE_VERSION, window_features
+from stream.fall.shapes import align
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -47,6 +48,10 @@ class WindowTable:
     activity: tuple[str, ...]
     is_fall: npt.NDArray[np.bool_]
     seconds: FloatArray
+    #: (W, pre_n + post_n, 3) the windows themselves, impact at ``pre_n`` (edges
+    #: repeated; see :func:`stream.fall.shapes.align`), for the shape features; None in
+    #: tables built from features alone.
+    windows: npt.NDArray[np.float32] | None = None
 
     @property
     def n_recordings(self) -> int:
@@ -129,6 +134,7 @@ def build_table(
             "transform": transform_name,
             "seed": seed,
             "labels": LABEL_VERSION,
+            "windows": 1,  # the aligned windows are stored too
         },
         sort_keys=True,
     )
@@ -146,6 +152,7 @@ def build_table(
                     activity=rec.activity,
                     is_fall=np.asarray(rec.is_fall, dtype=bool),
                     seconds=np.asarray([rec.seconds(i) for i in range(len(rec))]),
+                    windows=z["windows"],
                 )
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache is rebuilt
@@ -154,6 +161,8 @@ def build_table(
     recs: list[int] = []
     anchors: list[int] = []
     labels: list[int] = []
+    aligned: list[npt.NDArray[np.float32]] = []
+    n = cfg.pre_n + cfg.post_n
     for i in range(len(rec)):
         sig = rec.at_rate(i, cfg.rate_hz)
         if transform is not None:
@@ -164,10 +173,12 @@ def build_table(
         for w, anchor in zip(windows, win_anchors, strict=True):
             acc = np.column_stack([w.x, w.y, w.z])
             xs.append(window_features(acc, w.trigger_index, cfg.rate_hz))
+            aligned.append(align(acc, w.trigger_index, cfg.pre_n, n).astype(np.float32))
             recs.append(i)
             anchors.append(anchor)
         if progress is not None and (i + 1) % 500 == 0:
             progress(f"features: {i + 1}/{len(rec)} recordings")
+    stacked = np.stack(aligned) if aligned else np.zeros((0, n, 3), dtype=np.float32)
     table = WindowTable(
         X=np.vstack(xs) if xs else np.zeros((0, len(FEATURE_NAMES))),
         rec=np.asarray(recs, dtype=np.int64),
@@ -177,11 +188,19 @@ def build_table(
         activity=rec.activity,
         is_fall=np.asarray(rec.is_fall, dtype=bool),
         seconds=np.asarray([rec.seconds(i) for i in range(len(rec))]),
+        windows=stacked,
     )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, X=table.X, rec=table.rec, anchor=table.anchor, label=table.label)
+        np.savez_compressed(
+            tmp,
+            X=table.X,
+            rec=table.rec,
+            anchor=table.anchor,
+            label=table.label,
+            windows=stacked,
+        )
         os.replace(tmp, path)
     return table
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from device_profiles.pendant_trigger import TriggerConfig
-from stream.fall.data import load_recordings
+from stream.fall.data import Recordings, load_recordings
 from stream.fall.errors import ModelError
 from stream.fall.features import FEATURE_NAMES, FEATURE_VERSION
 from stream.fall.model import (
@@ -74,6 +74,12 @@ PARAM_GRID: tuple[dict[str, Any], ...] = (
 
 #: Ensemble members (bagging over seeds) averaged in the shipped model.
 N_MEMBERS = 3
+
+#: Scorers ``carewatch fall train`` can fit (see :mod:`stream.fall.model`); the first is
+#: the default.
+SCORERS = ("shapes", "trees")
+#: Inverse L2 strengths of the shape model's logistic regression, compared by LOSO.
+SHAPE_C_GRID: tuple[float, ...] = (0.003, 0.01, 0.03)
 
 DEFAULT_TRIGGER = TriggerConfig()
 
@@ -320,8 +326,18 @@ def train(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    scorer: str = SCORERS[0],
+    c_grid: Sequence[float] = SHAPE_C_GRID,
 ) -> dict[str, Any]:
-    """Select, fit and write a model to ``out_dir/fall_model.json``; returns its document."""
+    """Select, fit and write a model to ``out_dir/fall_model.json``; returns its document.
+
+    ``scorer`` is ``shapes`` (logistic regression on shape features, ``c_grid`` compared
+    by LOSO) or ``trees`` (gradient-boosted trees on the hand-made features, ``grid``
+    compared by LOSO, ``members`` bagged). Either way the fall window of each fall
+    recording is first located by trees trained without its subject.
+    """
+    if scorer not in SCORERS:
+        raise ModelError(f"unknown scorer {scorer!r}; known: {', '.join(SCORERS)}")
     say = progress or (lambda _msg: None)
     rec = load_recordings(data)
     say(f"{len(rec)} recordings, {rec.rate_hz:g} Hz -> {trigger.rate_hz} Hz")
@@ -336,6 +352,10 @@ def train(
     first = loso_cv(table, grid[0], seed=seed, members=1)
     table, changed = relabel_falls(table, first.window_scores)
     say(f"  fall window moved in {changed} fall recordings")
+    if scorer == "shapes":
+        return _train_shapes(
+            data, out_dir, rec, table, trigger, c_grid=c_grid, seed=seed, changed=changed, say=say
+        )
 
     results: list[tuple[float, int, CVResult, float]] = []
     for k, params in enumerate(grid):
@@ -374,8 +394,6 @@ def train(
     selftest_X = X[pick]
     selftest_scores = _members_proba(models, selftest_X)
 
-    import sklearn
-
     doc: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
@@ -390,19 +408,7 @@ def train(
             "members": members,
             "seed": seed,
         },
-        "training": {
-            "data_file": Path(data).name,
-            "data_sha256": rec.sha256,
-            "recordings": len(rec),
-            "subjects": sorted(set(rec.subject)),
-            "source_rate_hz": rec.rate_hz,
-            "windows_fall": n_fall,
-            "windows_adl": n_adl,
-            "sklearn_version": sklearn.__version__,
-            "numpy_version": np.__version__,
-            "python_version": platform.python_version(),
-            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        },
+        "training": _provenance(data, rec, table),
         "cv": {
             "protocol": "leave-one-subject-out, per recording, any window >= threshold",
             "miss_weight": MISS_WEIGHT,
@@ -421,6 +427,12 @@ def train(
             "scores": [float(s) for s in selftest_scores],
         },
     }
+    return _write_model(doc, out_dir, say)
+
+
+def _write_model(
+    doc: dict[str, Any], out_dir: str | Path, say: Callable[[str], None]
+) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / MODEL_FILENAME
@@ -430,6 +442,143 @@ def train(
     FallClassifier.load(target)  # the written file must load and pass its own self-test
     say(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
     return doc
+
+
+def _provenance(data: str | Path, rec: Recordings, table: WindowTable) -> dict[str, Any]:
+    import sklearn
+
+    return {
+        "data_file": Path(data).name,
+        "data_sha256": rec.sha256,
+        "recordings": len(rec),
+        "subjects": sorted(set(rec.subject)),
+        "source_rate_hz": rec.rate_hz,
+        "windows_fall": int(np.sum(table.label == FALL)),
+        "windows_adl": int(np.sum(table.label == ADL)),
+        "sklearn_version": sklearn.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    }
+
+
+def held_out_summary(table: WindowTable, scores: FloatArray) -> dict[str, Any]:
+    """Figures with each subject's threshold chosen without it (see
+    :func:`held_out_threshold_alerts`): the expected figures for a new person."""
+    alerts, thresholds = held_out_threshold_alerts(table, scores)
+    mx = per_recording(table, scores, 1.0).max_score
+    s = summarize(table.is_fall, table.activity, table.seconds, alerts, mx)
+    keep = (
+        "sensitivity",
+        "specificity",
+        "false_alarms_per_hour",
+        "missed_falls",
+        "adl_recordings_with_alarm",
+    )
+    return {
+        "thresholds": [round(min(thresholds), 3), round(max(thresholds), 3)],
+        **{k: round(s[k], 4) if isinstance(s[k], float) else s[k] for k in keep},
+    }
+
+
+def _train_shapes(
+    data: str | Path,
+    out_dir: str | Path,
+    rec: Recordings,
+    table: WindowTable,
+    trigger: TriggerConfig,
+    *,
+    c_grid: Sequence[float],
+    seed: int,
+    changed: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from stream.fall.shapes import (
+        SHAPE_VERSION,
+        channels,
+        fit_shape_model,
+        n_features,
+        segments,
+        shape_loso,
+    )
+
+    if table.windows is None:
+        raise ModelError("the window table holds no windows (rebuild it without a cache)")
+    n = trigger.pre_n + trigger.post_n
+    segs = segments(trigger.pre_n, n, trigger.rate_hz)
+    ch = channels(table.windows)
+    groups = np.asarray(table.subject)[table.rec]
+    say(f"LOSO cross-validation of the shape model, C in {list(c_grid)}")
+    oof = shape_loso(ch, groups, table.label, segs, Cs=c_grid, seed=seed, progress=say)
+    results = []
+    for k, c in enumerate(c_grid):
+        thr, err = choose_threshold(table, oof[float(c)])
+        results.append((err, k, float(c), thr))
+        say(f"  C={c}: per-recording cost {err:.4f} at threshold {thr:.3f}")
+    cv_err, _, best_c, threshold = min(results)
+    scores = oof[best_c]
+    res = per_recording(table, scores, threshold)
+    cv_summary = summarize(table.is_fall, table.activity, table.seconds, res.alerts, res.max_score)
+    held = held_out_summary(table, scores)
+    say(
+        f"  LOSO, C={best_c}: sensitivity {cv_summary['sensitivity']:.4f}, specificity "
+        f"{cv_summary['specificity']:.4f}, {cv_summary['false_alarms_per_hour']:.3f} false "
+        f"alarms/h at threshold {threshold:.3f}; each subject at a threshold chosen without "
+        f"it: {held['sensitivity']:.4f} / {held['specificity']:.4f} / "
+        f"{held['false_alarms_per_hour']:.3f}"
+    )
+    say("fitting the final model on all subjects")
+    rows = table.label >= 0
+    model = fit_shape_model(ch[rows], table.label[rows], segs, C=best_c, seed=seed)
+    # Self-test: real windows of both classes (1 mg steps, as uploaded) with their scores.
+    y = table.label
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y == cls), size=min(4, int(np.sum(y == cls))), replace=False)
+            for cls in (FALL, ADL)
+        ]
+    )
+    windows = np.round(table.windows[pick].astype(np.float64), 3)
+    selftest_scores = model.score(channels(windows))
+    shape = model.to_dict()
+    doc: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "kind": "shapes",
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "threshold": round(threshold, 6),
+        "trigger": trigger.to_options(),
+        "estimator": {
+            "kind": "L2 logistic regression on random-convolution PPV shape features",
+            "shape_version": SHAPE_VERSION,
+            "features": n_features(trigger.pre_n, n, trigger.rate_hz),
+            "C": best_c,
+            "seed": seed,
+        },
+        "training": _provenance(data, rec, table),
+        "cv": {
+            "protocol": "leave-one-subject-out, per recording, any window >= threshold",
+            "miss_weight": MISS_WEIGHT,
+            "fall_windows_relabelled": changed,
+            "candidates": [
+                {"C": c, "errors": round(e, 6), "threshold": round(t, 4)}
+                for e, _, c, t in sorted(results, key=lambda r: r[1])
+            ],
+            "errors": round(cv_err, 6),
+            **cv_summary,
+            "held_out_threshold": held,
+        },
+        "shape": shape,
+        "shape_sha256": members_digest(shape),
+        "selftest": {
+            "windows": windows.tolist(),
+            "trigger_index": [trigger.pre_n] * len(windows),
+            "scores": [float(v) for v in selftest_scores],
+        },
+    }
+    return _write_model(doc, out_dir, say)
 
 
 def default_cache() -> Path:

@@ -1,4 +1,9 @@
-"""The shipped fall model: loading, scoring, version and integrity checks."""
+"""The fall model: loading, scoring, version and integrity checks.
+
+The shipped model is a shape model (``kind: shapes``); tree models (``kind: trees``,
+and every format-1 file) still load and score. A small tree model is trained here on
+synthetic recordings to check that path.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from stream.fall.data import resample_array, trigger_windows
 from stream.fall.errors import FallDataError, ModelError, ModelVersionError
 from stream.fall.features import FEATURE_NAMES, FEATURE_VERSION
 from stream.fall.model import MODEL_FILENAME, FallClassifier, members_digest, shipped_model_path
+from stream.fall.train import PARAM_GRID, train
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +35,22 @@ def shipped_doc() -> dict[str, Any]:
     return doc
 
 
+@pytest.fixture(scope="module")
+def trees_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A quickly trained tree model (synthetic recordings of three subjects)."""
+    tmp = tmp_path_factory.mktemp("trees")
+    rng = np.random.default_rng(3)
+    recs = []
+    for subj in ("SA01", "SA02", "SA03"):
+        for peak in (4.0, 6.0):
+            recs.append((S.with_noise(S.fall(50, peak_g=peak), rng), subj, "F01", True))
+        recs.append((S.with_noise(S.walking(30, 50, step_g=0.9), rng), subj, "D03", False))
+        recs.append((S.with_noise(S.still(20, 50), rng), subj, "D16", False))
+    S.write_recordings(tmp / "t.npz", recs, rate_hz=50, g_per_count=1 / 256)
+    doc = train(tmp / "t.npz", tmp / "model", grid=PARAM_GRID[:1], members=1, scorer="trees")
+    return doc
+
+
 def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
     (tmp_path / MODEL_FILENAME).write_text(json.dumps(doc))
     return tmp_path
@@ -37,6 +59,7 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
 def test_shipped_model_is_small_complete_and_consistent(clf: FallClassifier) -> None:
     path = shipped_model_path()
     assert path.stat().st_size < 2 * 1024 * 1024
+    assert clf.kind == "shapes" and clf.shape is not None and not clf.members
     assert 0 < clf.threshold < 1
     assert clf.trigger.rate_hz == 50
     meta = clf.metadata
@@ -45,6 +68,7 @@ def test_shipped_model_is_small_complete_and_consistent(clf: FallClassifier) -> 
     assert meta["training"]["data_sha256"]
     assert meta["cv"]["protocol"].startswith("leave-one-subject-out")
     assert 0.9 <= meta["cv"]["sensitivity"] <= 1.0
+    assert 0.9 <= meta["cv"]["held_out_threshold"]["specificity"] <= 1.0
 
 
 def test_synthetic_fall_scores_high_and_walking_low(clf: FallClassifier) -> None:
@@ -81,7 +105,10 @@ def test_malformed_reading_raises_typed_error(clf: FallClassifier) -> None:
     with pytest.raises(FallDataError):
         clf.score({"x": [], "y": [], "z": [], "trigger_index": 0})
     with pytest.raises(FallDataError):
-        clf.score_features(np.zeros((1, 3)))
+        clf.score({"x": [0.0, math.nan], "y": [0.0, 1.0], "z": [1.0, 0.0], "trigger_index": 1})
+    # A shape model scores windows; hand-made feature rows are for tree models.
+    with pytest.raises(ModelError, match="scores windows"):
+        clf.score_features(np.zeros((1, len(FEATURE_NAMES))))
 
 
 def test_feature_version_mismatch_is_refused(tmp_path: Path, shipped_doc: dict[str, Any]) -> None:
@@ -111,8 +138,8 @@ def test_sklearn_version_mismatch_is_reported_not_fatal(
     assert any("scikit-learn 0.0.1" in n for n in clf.notes)
 
 
-def test_damaged_trees_fail_the_self_test(tmp_path: Path, shipped_doc: dict[str, Any]) -> None:
-    doc = json.loads(json.dumps(shipped_doc))
+def test_damaged_trees_fail_the_self_test(tmp_path: Path, trees_doc: dict[str, Any]) -> None:
+    doc = json.loads(json.dumps(trees_doc))
     tree = doc["members"][0]["trees"][0]
     tree["value"] = [v + 1.0 if v else v for v in tree["value"]]
     doc["members_sha256"] = members_digest(doc["members"])  # a consistent, wrong file
@@ -121,10 +148,10 @@ def test_damaged_trees_fail_the_self_test(tmp_path: Path, shipped_doc: dict[str,
 
 
 def test_any_edited_leaf_is_refused_by_the_digest(
-    tmp_path: Path, shipped_doc: dict[str, Any]
+    tmp_path: Path, trees_doc: dict[str, Any]
 ) -> None:
     """One leaf changed slightly: the self-test rows may not notice, the digest does."""
-    doc = json.loads(json.dumps(shipped_doc))
+    doc = json.loads(json.dumps(trees_doc))
     tree = doc["members"][-1]["trees"][-1]
     tree["value"][-1] = tree["value"][-1] + 1e-3
     with pytest.raises(ModelError, match="digest"):
@@ -142,11 +169,66 @@ def test_any_edited_leaf_is_refused_by_the_digest(
         lambda d: d.pop("members_sha256"),
     ],
 )
-def test_malformed_models_raise_model_error(
+def test_malformed_tree_models_raise_model_error(
+    tmp_path: Path, trees_doc: dict[str, Any], mutate: Any
+) -> None:
+    doc = json.loads(json.dumps(trees_doc))
+    mutate(doc)
+    with pytest.raises(ModelError):
+        FallClassifier.load(_write(tmp_path, doc))
+
+
+def test_tree_models_still_load_and_score(tmp_path: Path, trees_doc: dict[str, Any]) -> None:
+    """A format-1 file (trees, before shape models) loads and scores as it did."""
+    old = {k: v for k, v in trees_doc.items() if k != "kind"} | {"format_version": 1}
+    for doc in (trees_doc, old):
+        clf = FallClassifier.load(_write(tmp_path, doc))
+        assert clf.kind == "trees" and clf.shape is None
+        rng = np.random.default_rng(9)
+        (w,) = trigger_windows(S.with_noise(S.fall(50, peak_g=6.0), rng), clf.trigger)
+        assert clf.score(w) == pytest.approx(float(clf.score_features(clf.features(w))[0]))
+    with pytest.raises(ModelVersionError) as err:
+        FallClassifier.load(_write(tmp_path, dict(old, kind="shapes")))
+    assert err.value.what == "kind"
+
+
+def test_damaged_shape_model_fails_the_self_test(
+    tmp_path: Path, shipped_doc: dict[str, Any]
+) -> None:
+    doc = json.loads(json.dumps(shipped_doc))
+    doc["shape"]["intercept"] += 0.5
+    doc["shape_sha256"] = members_digest(doc["shape"])  # a consistent, wrong file
+    with pytest.raises(ModelError, match="self-test"):
+        FallClassifier.load(_write(tmp_path, doc))
+
+
+def test_any_edited_shape_number_is_refused_by_the_digest(
+    tmp_path: Path, shipped_doc: dict[str, Any]
+) -> None:
+    doc = json.loads(json.dumps(shipped_doc))
+    doc["shape"]["coef"][-1] += 1e-6
+    with pytest.raises(ModelError, match="digest"):
+        FallClassifier.load(_write(tmp_path, doc))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("shape"),
+        lambda d: d["shape"].update(coef=d["shape"]["coef"][:-1]),
+        lambda d: d["shape"].update(shape_version=99),
+        lambda d: d["shape"].update(segments=[[0, 350]]),
+        lambda d: d.update(trigger=dict(d["trigger"], pre_s=2.0)),
+        lambda d: d["selftest"].update(windows=[[1.0, 2.0]]),
+        lambda d: d["selftest"].pop("trigger_index"),
+    ],
+)
+def test_malformed_shape_models_raise_model_error(
     tmp_path: Path, shipped_doc: dict[str, Any], mutate: Any
 ) -> None:
     doc = json.loads(json.dumps(shipped_doc))
     mutate(doc)
+    doc["shape_sha256"] = members_digest(doc.get("shape"))  # only the content is wrong
     with pytest.raises(ModelError):
         FallClassifier.load(_write(tmp_path, doc))
 
@@ -161,8 +243,10 @@ def test_missing_or_non_json_model(tmp_path: Path) -> None:
 
 def test_scores_are_probabilities(clf: FallClassifier) -> None:
     rng = np.random.default_rng(4)
-    X = rng.normal(size=(50, len(FEATURE_NAMES))) * 10
-    s = clf.score_features(X)
+    windows = [(rng.normal(size=(350, 3)) * 3, 150) for _ in range(20)]
+    windows += [(rng.normal(size=(int(rng.integers(1, 400)), 3)), 0) for _ in range(5)]
+    s = clf.score_arrays(windows)
+    assert len(s) == 25
     assert np.all((s >= 0) & (s <= 1)) and not any(math.isnan(v) for v in s)
 
 

@@ -1,10 +1,21 @@
 """Load the fall model and score impact windows (this package also holds the model file).
 
 A model is one JSON file (``fall_model.json``): the feature names and version it was
-trained with, the decision threshold, the pendant trigger configuration it expects, one
-or more tree ensembles (averaged), training provenance (data hash, library versions,
-cross-validation results) and a self-test (feature rows with the scores scikit-learn gave
-them at training time). Loading checks all of it:
+trained with, the decision threshold, the pendant trigger configuration it expects, the
+scorer, training provenance (data hash, library versions, cross-validation results) and a
+self-test. The scorer is one of two kinds:
+
+* ``shapes`` (format version 2, shipped): a logistic regression over the window's shape
+  features (:mod:`stream.fall.shapes`); its self-test is a few real windows with the
+  scores they had at training time, so loading re-runs the whole path from the
+  accelerometer samples;
+* ``trees`` (every format-1 file, and format 2 with ``kind: trees``): gradient-boosted
+  tree ensembles (averaged) over the hand-made features; its self-test is feature rows
+  with scikit-learn's scores.
+
+The hand-made features are computed for every window either way: they give the facts of
+an alert's reason ("impact 4.8 g, after 0.30 s of falling, ...") and its severity.
+Loading checks all of it:
 
 * another model format or feature version -> :class:`ModelVersionError` (never scored
   with features it was not trained on);
@@ -39,12 +50,15 @@ from stream.fall.features import (
     window_features,
     window_from_values,
 )
+from stream.fall.shapes import ShapeModel, align, channels, segments
 from stream.fall.trees import TreeEnsemble
 
 FloatArray = npt.NDArray[np.float64]
 
 MODEL_FORMAT = "carewatch.fall.model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+#: Format versions this release reads: 1 (trees), 2 (trees or shapes).
+READABLE_FORMAT_VERSIONS = (1, 2)
 MODEL_FILENAME = "fall_model.json"
 SELFTEST_TOLERANCE = 1e-9
 
@@ -94,7 +108,7 @@ class FallClassifier:
         if fmt != MODEL_FORMAT:
             raise ModelVersionError("format", MODEL_FORMAT, str(fmt), source)
         fv = doc.get("format_version")
-        if fv != MODEL_FORMAT_VERSION:
+        if fv not in READABLE_FORMAT_VERSIONS:
             raise ModelVersionError(
                 "format_version", str(MODEL_FORMAT_VERSION), str(fv), f"{source}: retrain it"
             )
@@ -122,20 +136,41 @@ class FallClassifier:
             self.trigger = TriggerConfig.from_options(doc.get("trigger") or {})
         except ProfileError as exc:
             raise ModelError(f"{source}: bad trigger configuration: {exc}") from None
-        members = doc.get("members")
-        if not isinstance(members, Sequence) or not members:
-            raise ModelError(f"{source}: no tree ensembles ('members')")
-        # The self-test below checks a few rows only; the digest covers every split and
-        # leaf, so an edited or damaged tree is refused, not silently used.
-        if doc.get("members_sha256") != members_digest(members):
-            raise ModelError(
-                f"{source}: the trees do not match their recorded digest "
-                "('members_sha256'): file damaged or edited; retrain or reinstall it"
-            )
-        self.members = tuple(TreeEnsemble.from_dict(m, len(FEATURE_NAMES)) for m in members)
+        self.kind = str(doc.get("kind", "trees"))
+        self.members: tuple[TreeEnsemble, ...] = ()
+        self.shape: ShapeModel | None = None
+        if self.kind == "trees":
+            members = doc.get("members")
+            if not isinstance(members, Sequence) or not members:
+                raise ModelError(f"{source}: no tree ensembles ('members')")
+            # The self-test below checks a few rows only; the digest covers every split and
+            # leaf, so an edited or damaged tree is refused, not silently used.
+            if doc.get("members_sha256") != members_digest(members):
+                raise ModelError(
+                    f"{source}: the trees do not match their recorded digest "
+                    "('members_sha256'): file damaged or edited; retrain or reinstall it"
+                )
+            self.members = tuple(TreeEnsemble.from_dict(m, len(FEATURE_NAMES)) for m in members)
+        elif self.kind == "shapes" and fv == 2:
+            shape = doc.get("shape")
+            # As for trees: the self-test checks a few windows, the digest every number.
+            if doc.get("shape_sha256") != members_digest(shape):
+                raise ModelError(
+                    f"{source}: the shape model does not match its recorded digest "
+                    "('shape_sha256'): file damaged or edited; retrain or reinstall it"
+                )
+            try:
+                self.shape = ShapeModel.from_dict(shape)
+            except ValueError as exc:
+                raise ModelError(f"{source}: bad shape model: {exc}") from None
+            expected = segments(self.trigger.pre_n, self.window_n, self.trigger.rate_hz)
+            if self.shape.segs != expected:
+                raise ModelError(f"{source}: shape model segments do not fit its trigger")
+        else:
+            raise ModelVersionError("kind", "trees or shapes", self.kind, source)
         self.threshold = threshold
         self.metadata: dict[str, Any] = {
-            k: v for k, v in doc.items() if k not in ("members", "selftest")
+            k: v for k, v in doc.items() if k not in ("members", "selftest", "shape")
         }
         self.notes: list[str] = []
         trained_with = (doc.get("training") or {}).get("sklearn_version")
@@ -147,9 +182,17 @@ class FallClassifier:
             )
         self._selftest(doc.get("selftest"))
 
+    @property
+    def window_n(self) -> int:
+        """Samples of a window at the model's rate (impact at ``trigger.pre_n``)."""
+        return self.trigger.pre_n + self.trigger.post_n
+
     def _selftest(self, selftest: Any) -> None:
         if not isinstance(selftest, Mapping):
             raise ModelError(f"{self.source}: missing 'selftest'")
+        if self.shape is not None:
+            self._selftest_shapes(selftest)
+            return
         try:
             X = np.asarray(selftest["features"], dtype=np.float64)
             expected = np.asarray(selftest["scores"], dtype=np.float64)
@@ -162,6 +205,26 @@ class FallClassifier:
             raise ModelError(
                 f"{self.source}: self-test failed: the stored trees do not give the scores "
                 "recorded at training time (file damaged or edited)"
+            )
+
+    def _selftest_shapes(self, selftest: Mapping[str, Any]) -> None:
+        try:
+            windows = np.asarray(selftest["windows"], dtype=np.float64)
+            index = [int(i) for i in selftest["trigger_index"]]
+            expected = np.asarray(selftest["scores"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{self.source}: malformed 'selftest'") from None
+        if (
+            windows.ndim != 3
+            or windows.shape[2] != 3
+            or not len(windows) == len(index) == len(expected)
+        ):
+            raise ModelError(f"{self.source}: malformed 'selftest'")
+        got = self.score_arrays(list(zip(windows, index, strict=True)))
+        if not np.allclose(got, expected, rtol=0, atol=SELFTEST_TOLERANCE):
+            raise ModelError(
+                f"{self.source}: self-test failed: the stored shape model does not give the "
+                "scores recorded at training time (file damaged or edited)"
             )
 
     @classmethod
@@ -190,7 +253,13 @@ class FallClassifier:
         return FEATURE_NAMES
 
     def score_features(self, X: FloatArray) -> FloatArray:
-        """Scores of feature rows (mean probability of the ensembles)."""
+        """Scores of hand-made feature rows (trees only: mean probability of the ensembles).
+
+        A shape model scores windows (:meth:`score_arrays`), not feature rows: it raises
+        :class:`ModelError`.
+        """
+        if not self.members:
+            raise ModelError(f"{self.source}: a {self.kind} model scores windows, not features")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if X.shape[1] != len(FEATURE_NAMES):
             raise FallDataError(f"expected {len(FEATURE_NAMES)} features, got {X.shape[1]}")
@@ -199,11 +268,29 @@ class FallClassifier:
             total += member.proba(X)
         return np.asarray(total / len(self.members), dtype=np.float64)
 
-    def features(self, window: ImpactWindow | Mapping[str, Any]) -> FloatArray:
-        """Feature vector of a window (resampled to the model's rate when needed).
+    def score_arrays(self, windows: Sequence[tuple[FloatArray, int]]) -> FloatArray:
+        """Scores of windows at the model's rate, each (samples (N, 3) in g, impact index)."""
+        if not windows:
+            return np.zeros(0)
+        if self.shape is not None:
+            n, pre = self.window_n, self.trigger.pre_n
+            try:
+                aligned = np.stack([align(acc, index, pre, n) for acc, index in windows])
+            except ValueError as exc:
+                raise FallDataError(f"bad impact window: {exc}") from None
+            if not np.all(np.isfinite(aligned)):
+                raise FallDataError("bad impact window: samples must be finite numbers")
+            return self.shape.score(channels(aligned))
+        rate = float(self.trigger.rate_hz)
+        rows = [window_features(acc, index, rate) for acc, index in windows]
+        return self.score_features(np.vstack(rows))
+
+    def window_array(self, window: ImpactWindow | Mapping[str, Any]) -> tuple[FloatArray, int]:
+        """(samples (N, 3) in g, impact index) of a window at the model's rate.
 
         An :class:`ImpactWindow` carries no rate and is taken to be at the model's
         (``trigger.rate_hz``); an ``impact`` reading's values say their ``rate_hz``.
+        Raises :class:`FallDataError` when the window is malformed.
         """
         if isinstance(window, ImpactWindow):
             acc, index, rate = (
@@ -217,22 +304,28 @@ class FallClassifier:
         if not math.isclose(rate, target):
             acc = resample_array(acc, rate, target)
             index = min(len(acc) - 1, round(index * target / rate))
-        return window_features(acc, index, target)
+        return acc, index
+
+    def features(self, window: ImpactWindow | Mapping[str, Any]) -> FloatArray:
+        """Hand-made feature vector of a window (resampled to the model's rate when needed)."""
+        acc, index = self.window_array(window)
+        return window_features(acc, index, float(self.trigger.rate_hz))
 
     def score(self, window: ImpactWindow | Mapping[str, Any]) -> float:
         """Fall score in [0, 1] of an :class:`ImpactWindow` or an ``impact`` reading's values.
 
         Raises :class:`FallDataError` when the window is malformed.
         """
-        return float(self.score_features(self.features(window)[None, :])[0])
+        return float(self.score_arrays([self.window_array(window)])[0])
 
     def assess(self, window: ImpactWindow | Mapping[str, Any]) -> FallAssessment:
         """Score a window and describe it in words a responder understands.
 
         Raises :class:`FallDataError` when the window is malformed.
         """
-        f = self.features(window)
-        score = float(self.score_features(f[None, :])[0])
+        acc, index = self.window_array(window)
+        f = window_features(acc, index, float(self.trigger.rate_hz))
+        score = float(self.score_arrays([(acc, index)])[0])
         named = dict(zip(FEATURE_NAMES, (float(v) for v in f), strict=True))
         still = named["after_still_frac"] >= 0.8 and named["after_std_g"] < 0.05
         parts = [f"impact {named['peak_g']:.1f} g"]
