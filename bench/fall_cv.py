@@ -51,7 +51,7 @@ from stream.fall.data import Recordings, load_recordings, run_trigger  # noqa: E
 from stream.fall.errors import ModelError  # noqa: E402
 from stream.fall.evaluate import profile_trigger  # noqa: E402
 from stream.fall.model import FallClassifier  # noqa: E402
-from stream.fall.shapes import channels, segments, shape_cross, shape_loso  # noqa: E402
+from stream.fall.shapes import ShapeLoso, channels, segments, shape_loso  # noqa: E402
 from stream.fall.table import (  # noqa: E402
     UNLABELLED,
     WindowTable,
@@ -261,15 +261,15 @@ def main() -> int:
     base, _ = relabel_falls(base, first.window_scores)
     shapes = clf is not None and clf.kind == "shapes"
     subjects = np.asarray(base.subject)
+    loso: ShapeLoso | None = None
     if shapes:
         assert clf is not None and base.windows is not None
         est = clf.metadata["estimator"]
         C, bias_seed = float(est["C"]), int(est["seed"])
         segs = segments(trigger.pre_n, trigger.pre_n + trigger.post_n, trigger.rate_hz)
         ch = channels(base.windows)
-        base_scores = shape_loso(ch, subjects[base.rec], base.label, segs, Cs=[C], seed=bias_seed)[
-            C
-        ]
+        loso = shape_loso(ch, subjects[base.rec], base.label, segs, Cs=[C], seed=bias_seed)
+        base_scores = loso.scores[C]
     else:
         base_scores = loso_cv(base, params, members=args.members).window_scores
     threshold = clf.threshold if clf else round(choose_threshold(base, base_scores)[0], 6)
@@ -291,17 +291,9 @@ def main() -> int:
                 seconds=test.seconds,
                 windows=test.windows,
             )
-            if shapes and test.windows is not None:
-                scores = shape_cross(
-                    ch,
-                    subjects[base.rec],
-                    base.label,
-                    test_ch=channels(test.windows),
-                    test_groups=np.asarray(test.subject)[test.rec],
-                    segs=segs,
-                    C=C,
-                    seed=bias_seed,
-                )
+            if loso is not None and test.windows is not None:
+                # the LOSO's own fold models score the changed windows of their subject
+                scores = loso.cross(C, channels(test.windows), np.asarray(test.subject)[test.rec])
             else:
                 scores = _cross(base, test, params, args.members)
         res = per_recording(test, scores, threshold)

@@ -104,7 +104,7 @@ def main() -> int:
     for seed in args.seeds:
         t0 = time.monotonic()
         out = shape_loso(ch, groups, table.label, segs, Cs=args.C, seed=seed, progress=say)
-        for c, scores in out.items():
+        for c, scores in out.scores.items():
             by_c[c].append(scores)
             line = figures(f"shapes C={c} seed={seed}", table, scores)
             line["seconds"] = round(time.monotonic() - t0, 1)

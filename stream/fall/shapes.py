@@ -138,12 +138,13 @@ def fit_biases(ch: FloatArray, seed: int = 0) -> FloatArray:
 
 def ppv(
     ch: FloatArray, biases: Sequence[float] | FloatArray, segs: Sequence[tuple[int, int]]
-) -> npt.NDArray[np.float32]:
-    """(N, n_features) PPV features of channels ``ch`` with the given biases."""
+) -> FloatArray:
+    """(N, n_features) PPV features of channels ``ch`` with the given biases, in steps of
+    1/:data:`PPV_STEPS` (the same float64 values as :func:`ppv_folds` / ``PPV_STEPS``)."""
     b = np.asarray(biases, dtype=np.float64)
     if len(b) != n_convolutions():
         raise ValueError(f"expected {n_convolutions()} biases, got {len(b)}")
-    out = np.empty((ch.shape[0], len(b) * len(segs)), dtype=np.float32)
+    out = np.empty((ch.shape[0], len(b) * len(segs)), dtype=np.float64)
     for i, conv in enumerate(_convolutions(ch)):
         positive = conv > b[i]
         for s, (lo, hi) in enumerate(segs):
@@ -292,6 +293,50 @@ def _fold_biases(
     return names, np.stack(sets)
 
 
+@dataclass(frozen=True)
+class ShapeLoso:
+    """Leave-one-group-out results: every window's out-of-fold score for each ``C``, and
+    the models that gave them (``models[C][k]`` was fitted without group ``names[k]``)."""
+
+    names: tuple[str, ...]
+    scores: dict[float, FloatArray]
+    models: dict[float, tuple[ShapeModel, ...]]
+
+    def cross(
+        self, C: float, test_ch: FloatArray, test_groups: Sequence[str] | npt.NDArray[np.str_]
+    ) -> FloatArray:
+        """Scores of other windows of the same groups (e.g. the recordings as another
+        sensor sees them), each by the model fitted without its group. Windows of a group
+        the cross-validation did not hold out score 0."""
+        models = self.models[float(C)]
+        tg = np.asarray(test_groups)
+        rows = [np.flatnonzero(tg == name) for name in self.names]
+        bias_sets = np.stack([m.biases for m in models])
+        out = np.zeros(len(test_ch))
+        for k, feats in enumerate(_ppv_grouped(test_ch, bias_sets, rows, models[0].segs)):
+            if len(rows[k]):
+                out[rows[k]] = models[k].score_ppv(feats)
+        return out
+
+
+def _ppv_grouped(
+    ch: FloatArray,
+    bias_sets: FloatArray,
+    rows: Sequence[npt.NDArray[np.int64]],
+    segs: Sequence[tuple[int, int]],
+) -> list[FloatArray]:
+    """PPV features of the windows ``rows[k]`` under bias set ``k``, for every ``k``: one
+    pass over the convolutions, each window compared with its own set only."""
+    out = [np.empty((len(r), bias_sets.shape[1] * len(segs))) for r in rows]
+    for i, conv in enumerate(_convolutions(ch)):
+        for k, r in enumerate(rows):
+            positive = conv[r] > bias_sets[k, i]
+            for s, (lo, hi) in enumerate(segs):
+                share = positive[:, lo:hi].mean(axis=1)
+                out[k][:, i * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
+    return out
+
+
 def shape_loso(
     ch: FloatArray,
     groups: Sequence[str] | npt.NDArray[np.str_],
@@ -301,8 +346,8 @@ def shape_loso(
     Cs: Sequence[float],
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
-) -> dict[float, FloatArray]:
-    """Leave-one-group-out scores of every window, one array per ``C``.
+) -> ShapeLoso:
+    """Leave-one-group-out scores of every window, one array per ``C``, and the models.
 
     For each held-out group (subject) the biases come from the other groups' windows
     only, and the regression sees only their labelled windows (``label >= 0``).
@@ -310,43 +355,20 @@ def shape_loso(
     g = np.asarray(groups)
     names, bias_sets = _fold_biases(ch, g, seed)
     folds = ppv_folds(ch, bias_sets, segs)
-    out = {float(C): np.zeros(len(ch)) for C in Cs}
+    scores = {float(C): np.zeros(len(ch)) for C in Cs}
+    models: dict[float, list[ShapeModel]] = {float(C): [] for C in Cs}
     for f, name in enumerate(names):
         test = g == name
         train = (~test) & (label >= 0)
         feats = folds[f].astype(np.float64) / PPV_STEPS
         for C in Cs:
             model = _fit_linear(feats[train], label[train], bias_sets[f], segs, float(C))
-            out[float(C)][test] = model.score_ppv(feats[test])
+            scores[float(C)][test] = model.score_ppv(feats[test])
+            models[float(C)].append(model)
         if progress is not None:
             progress(f"  fold {f + 1}/{len(names)}: held out {name}")
-    return out
-
-
-def shape_cross(
-    ch: FloatArray,
-    groups: Sequence[str] | npt.NDArray[np.str_],
-    label: npt.NDArray[np.int64],
-    *,
-    test_ch: FloatArray,
-    test_groups: Sequence[str] | npt.NDArray[np.str_],
-    segs: Sequence[tuple[int, int]],
-    C: float,
-    seed: int = 0,
-) -> FloatArray:
-    """Scores of other windows of the same groups (e.g. the recordings as another sensor
-    sees them) by the models :func:`shape_loso` fits without each group."""
-    g, tg = np.asarray(groups), np.asarray(test_groups)
-    names, bias_sets = _fold_biases(ch, g, seed)
-    train_folds = ppv_folds(ch, bias_sets, segs)
-    test_folds = ppv_folds(test_ch, bias_sets, segs)
-    out = np.zeros(len(test_ch))
-    for f, name in enumerate(names):
-        test = tg == name
-        if not test.any():
-            continue
-        train = (g != name) & (label >= 0)
-        feats = train_folds[f][train].astype(np.float64) / PPV_STEPS
-        model = _fit_linear(feats, label[train], bias_sets[f], segs, C)
-        out[test] = model.score_ppv(test_folds[f][test].astype(np.float64) / PPV_STEPS)
-    return out
+    return ShapeLoso(
+        names=tuple(names),
+        scores=scores,
+        models={c: tuple(m) for c, m in models.items()},
+    )

@@ -509,7 +509,7 @@ def _train_shapes(
     ch = channels(table.windows)
     groups = np.asarray(table.subject)[table.rec]
     say(f"LOSO cross-validation of the shape model, C in {list(c_grid)}")
-    oof = shape_loso(ch, groups, table.label, segs, Cs=c_grid, seed=seed, progress=say)
+    oof = shape_loso(ch, groups, table.label, segs, Cs=c_grid, seed=seed, progress=say).scores
     results = []
     for k, c in enumerate(c_grid):
         thr, err = choose_threshold(table, oof[float(c)])

@@ -22,7 +22,6 @@ from stream.fall.shapes import (
     ppv,
     ppv_folds,
     segments,
-    shape_cross,
     shape_loso,
 )
 from stream.fall.table import random_rotation
@@ -98,8 +97,9 @@ def test_ppv_features_count_and_resolution() -> None:
     other = fit_biases(ch, seed=1)
     folds = ppv_folds(ch, np.stack([biases, other]), SEGS)
     assert folds.dtype == np.uint8 and folds.shape == (2, *f.shape)
-    assert np.array_equal(folds[0].astype(np.float32) / PPV_STEPS, f)
-    assert np.array_equal(folds[1].astype(np.float32) / PPV_STEPS, ppv(ch, other, SEGS))
+    assert f.dtype == np.float64  # the values the cross-validation's models were fitted on
+    assert np.array_equal(folds[0].astype(np.float64) / PPV_STEPS, f)
+    assert np.array_equal(folds[1].astype(np.float64) / PPV_STEPS, ppv(ch, other, SEGS))
     assert not np.array_equal(folds[0], folds[1])
     with pytest.raises(ValueError, match="biases"):
         ppv(ch, biases[:-1], SEGS)
@@ -134,7 +134,8 @@ def test_leave_one_group_out_scores_never_see_their_group() -> None:
     ch, y, groups = _dataset(12)
     label = y.copy()
     label[0] = -1  # an unlabelled window is scored, never trained on
-    out = shape_loso(ch, groups, label, SEGS, Cs=[0.1, 1.0])
+    loso = shape_loso(ch, groups, label, SEGS, Cs=[0.1, 1.0])
+    out = loso.scores
     assert set(out) == {0.1, 1.0}
     for scores in out.values():
         assert scores.shape == (len(ch),)
@@ -156,13 +157,21 @@ def test_cross_scores_are_the_loso_models_on_other_windows() -> None:
     """Scoring the same windows "as another sensor sees them" with the LOSO models: on
     unchanged windows it gives the LOSO scores; on changed ones, other scores."""
     ch, y, groups = _dataset(12)
-    loso = shape_loso(ch, groups, y, SEGS, Cs=[0.1])[0.1]
-    same = shape_cross(ch, groups, y, test_ch=ch, test_groups=groups, segs=SEGS, C=0.1)
-    assert np.allclose(same, loso, rtol=0, atol=1e-12)
+    loso = shape_loso(ch, groups, y, SEGS, Cs=[0.1])
+    assert loso.names == tuple(sorted(set(groups.tolist())))
+    assert all(np.array_equal(m.segs, SEGS) for m in loso.models[0.1])
+    same = loso.cross(0.1, ch, groups)
+    assert np.allclose(same, loso.scores[0.1], rtol=0, atol=1e-12)
     noisy = channels(
         np.stack([_fall(s) for s in range(12)] + [_lie_down(1000 + s) for s in range(12)])
         + np.random.default_rng(5).normal(0, 0.05, (24, N, 3))
     )
-    moved = shape_cross(ch, groups, y, test_ch=noisy, test_groups=groups, segs=SEGS, C=0.1)
-    assert moved.shape == loso.shape and not np.allclose(moved, loso)
+    moved = loso.cross(0.1, noisy, groups)
+    assert moved.shape == same.shape and not np.allclose(moved, same)
     assert np.all((moved >= 0) & (moved <= 1))
+    # each window is scored by its own group's model, whatever order the windows are in
+    order = np.random.default_rng(9).permutation(len(ch))
+    assert np.allclose(loso.cross(0.1, noisy[order], groups[order]), moved[order], atol=1e-12)
+    # and a window of a group the cross-validation never held out scores 0
+    stranger = loso.cross(0.1, noisy[:2], np.array(["nobody", groups[1]]))
+    assert stranger[0] == 0.0 and stranger[1] == pytest.approx(moved[1], abs=1e-12)
