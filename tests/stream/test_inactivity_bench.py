@@ -1,4 +1,5 @@
-"""The inactivity quality benchmark and the CASAS and van Kasteren converters still run."""
+"""The inactivity quality benchmark and the CASAS, van Kasteren and MIT PlaceLab converters
+still run."""
 
 from __future__ import annotations
 
@@ -151,3 +152,61 @@ def test_kasteren_recording_through_converter_and_benchmark(tmp_path: Path) -> N
     assert result["synthetic"] is False and result["learn_days"] == 14
     assert result["simulated_collapses"] == 4 and result["missed_24h"] == 0
     assert result["alarms_after_learning"] <= result["inactivity_alarms"]
+
+
+MIT_SENSORS = "51,Kitchen,Door\r\n74,Kitchen,Refrigerator\r\n85,Hallway,Door\r\n100,Bathroom,Sink\r\n"
+
+
+def _mit_block(activity: str, day: str, span: str, firings: list[tuple[int, str, str]]) -> str:
+    """Five CRLF lines: the activity, then sensor ids, objects, activations, deactivations."""
+    objects = {51: "Door", 74: "Refrigerator", 85: "Door", 100: "Sink"}
+    return "\r\n".join(
+        [
+            f"{activity},{day},{span}",
+            ",".join(str(s) for s, _, _ in firings),
+            ",".join(objects[s] for s, _, _ in firings),
+            ",".join(on for _, on, _ in firings),
+            ",".join(off for _, _, off in firings),
+        ]
+    )
+
+
+def test_mit_placelab_subject_through_the_converter(tmp_path: Path) -> None:
+    blocks = [
+        # the same fridge firing under two overlapping activities: kept once
+        _mit_block("Preparing breakfast", "4/30/2003", "6:0:0,6:30:0", [(74, "6:5:7", "6:5:9")]),
+        _mit_block("Taking medication", "4/30/2003", "6:4:0,6:10:0", [(74, "6:5:7", "6:5:9")]),
+        # a day past the month's end is the next month's first; a door closed after midnight
+        _mit_block("Going out", "4/31/2003", "23:50:0,23:59:0", [(85, "23:55:0", "0:20:3")]),
+        # a firing just before the activity's start, across midnight: the day before
+        _mit_block("Toileting", "5/2/2003", "0:1:0,0:9:0", [(100, "23:59:58", "0:0:4")]),
+        # malformed: three ids, two activations
+        "Cleaning,5/2/2003,9:0:0,9:30:0\r\n51,74,100\r\nDoor,Refrigerator,Sink\r\n"
+        "9:1:0,9:2:0\r\n9:1:5,9:2:5",
+        _mit_block("Cleaning", "13/2/2003", "9:0:0,9:30:0", [(51, "9:1:0", "9:1:5")]),
+    ]
+    subject = tmp_path / "subject2"
+    subject.mkdir()
+    (subject / "sensors.csv").write_text(MIT_SENSORS, encoding="utf-8", newline="")
+    data = "\r\n".join(blocks) + "\r\n"
+    (subject / "activities_data.csv").write_text(data, encoding="utf-8", newline="")
+    conv = str(BENCH / "inactivity_mit_to_csv")
+    proc = _run(conv, str(subject), "--resident", "m2", "--placement", "85=front_door")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "time,resident,device,kind,value,placement",
+        "2003-04-30T06:05:07,m2,kitchen-refrigerator-74,door,1,fridge",
+        "2003-04-30T06:05:09,m2,kitchen-refrigerator-74,door,0,fridge",
+        "2003-05-01T23:55:00,m2,hallway-door-85,door,1,front_door",
+        "2003-05-01T23:59:58,m2,bathroom-sink-100,door,1,bathroom",
+        "2003-05-02T00:00:04,m2,bathroom-sink-100,door,0,bathroom",
+        "2003-05-02T00:20:03,m2,hallway-door-85,door,0,front_door",
+    ]
+    assert "line 21: activity skipped (3 sensors, 2 activations, 2 deactivations)" in proc.stderr
+    assert "line 26: activity skipped ('13/2/2003' is not a date m/d/yyyy)" in proc.stderr
+    assert "2 activities skipped" in proc.stderr
+    # every activation is inside a labelled activity, which cover a sliver of the day
+    assert "0 of 3 activations fall outside them" in proc.stderr
+    assert "not a complete sensor log" in proc.stderr
+    bad = _run(conv, str(subject), "--placement", "front_door")
+    assert bad.returncode == 2 and "expected ID=PLACE" in bad.stderr
