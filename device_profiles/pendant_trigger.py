@@ -44,9 +44,10 @@ turning the body 1-2 s before it hits the floor, and the posture before that is 
 
 ``min_turn_deg`` defaults to 0 (every window uploaded), which suits a radio without an
 airtime limit. Over LoRaWAN (EU868: 1 % duty cycle, 36 s of airtime an hour; one window
-is 10 uplinks, about 4 s at DR5) the ~500 windows an hour of brisk activity cannot go
-up; the LoRaWAN pendant's profile sets 20 degrees (measured figures in that profile and
-in the model card).
+is about 5.5 uplinks of packed deltas, 1.9 s at DR5, or 10 raw uplinks, 3.6 s; see
+``bench/pendant_airtime.py``) the ~500 windows an hour of brisk activity cannot go up;
+the LoRaWAN pendant's profile sets 20 degrees (measured figures in that profile and in
+the model card).
 """
 
 from __future__ import annotations

@@ -146,7 +146,10 @@ class PendantDevice:
         return out
 
     def upload(self, window: ImpactWindow) -> list[Reading]:
-        """The fragments of one window, numbered with consecutive message counters."""
+        """The fragments of one window, numbered with consecutive message counters.
+
+        Raw or packed as the profile's ``impact.encoding`` says, cut by the codec.
+        """
         wid = self.window_id
         self.window_id = (self.window_id + 1) % 256
         frags = self.codec.impact_fragments(

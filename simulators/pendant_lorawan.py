@@ -4,7 +4,9 @@
 LoRaWAN pendant: every message the pendant sends becomes an ``event/up`` JSON document on
 ``application/<applicationId>/device/<devEui>/event/up`` with base64 ``data`` (one CWPL/1
 message), an increasing ``fCnt``, ``deviceInfo``, ``rxInfo`` and ``time``, built by the
-profile's ``chirpstack_pendant`` codec::
+profile's ``chirpstack_pendant`` codec. Impact windows go up in the profile's
+``impact.encoding``: ``impact_packed`` fragments for ``oem-lorawan-pendant``, cut by the
+codec to as many samples as fit ``impact.max_fragment_bytes``::
 
     async with PendantLoRaWanSimulator(profile, "pendant-12", dev_eui="0101010101010101",
                                        host=broker.host, port=broker.port) as sim:
@@ -152,7 +154,8 @@ class PendantLoRaWanSimulator(MqttDeviceSimulator):
     ) -> list[ImpactWindow]:
         """Run the on-device trigger over ``trace``; every window goes up as fragments.
 
-        ``drop_fragments`` are fragment indices lost on the air. Returns the windows.
+        ``drop_fragments`` are fragment indices lost on the air (packed fragments hold
+        varying numbers of samples: the gateway counts what was lost). Returns the windows.
         """
         windows, uploads = self.pendant.impact(trace, rate_hz)
         lost = set(drop_fragments)

@@ -26,6 +26,9 @@ bytes the RF pendant puts inside its radio frame, minus that framing, because Lo
 brings its own address (DevEUI), counter (``fCnt``) and integrity (MIC, checked by the
 network server). ``fCnt`` takes the role of the message counter, so a QoS-1 redelivery or a
 repeated publish of the same uplink is dropped by :meth:`track` as a duplicate.
+Impact windows go up as ``impact_packed`` fragments when the profile says
+``impact.encoding: packed`` (about half the uplinks of raw int16 fragments); a profile's
+impact fragments must fit the largest EU868 FRMPayload, 242 bytes (checked at load).
 
 Reading.source is the DevEUI (``codec_options.chirpstack.source: dev_eui``, default) or
 the ChirpStack device name (``device_name``), so the agent can map it to a device.
@@ -57,14 +60,14 @@ from typing import Any
 import msgspec
 
 from device_profiles.codecs.base import MqttMessage, Raw, Reading, unknown_fields
-from device_profiles.codecs.pendant_payload import PendantCodecBase
+from device_profiles.codecs.pendant_payload import IMPACT_HEADER_SIZE, PendantCodecBase
 from device_profiles.errors import DecodeError, EncodeError, ProfileError
 from device_profiles.events import MAX_TIME_MS, MIN_TIME_MS, Value
 from device_profiles.profiles import Profile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UPLINK_TOPIC_FILTER", "ChirpStackPendantCodec", "uplink_topic"]
+__all__ = ["MAX_FRM_PAYLOAD", "UPLINK_TOPIC_FILTER", "ChirpStackPendantCodec", "uplink_topic"]
 
 #: Subscription that receives every ChirpStack v4 device event of every application.
 UPLINK_TOPIC_FILTER = "application/+/device/+/event/+"
@@ -108,6 +111,8 @@ _DEFAULT_TENANT = "52f14cd4-c6f1-4fbd-8f87-4025e1d49242"
 _DEFAULT_APPLICATION = "17c82e96-be03-4f38-aef3-f83d48582d97"
 _DEFAULT_GATEWAY = "0016c001f153a14c"
 _MAX_FCNT = (1 << 32) - 1
+#: Largest FRMPayload of any EU868 data rate (DR5-DR7, no MAC commands in FOpts).
+MAX_FRM_PAYLOAD = 242
 
 
 def uplink_topic(application_id: str, dev_eui: str, event: str = "up") -> str:
@@ -175,6 +180,19 @@ class ChirpStackPendantCodec(PendantCodecBase):
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
+        imp = self.layout.impact
+        spf = imp.samples_per_fragment
+        for key, size in (
+            ("max_fragment_bytes", imp.max_fragment_bytes),
+            ("samples_per_fragment", None if spf is None else 1 + IMPACT_HEADER_SIZE + 6 * spf),
+        ):
+            if size is not None and size > MAX_FRM_PAYLOAD:
+                raise ProfileError(
+                    f"makes {size}-byte impact fragments; a LoRaWAN uplink carries at most "
+                    f"{MAX_FRM_PAYLOAD} bytes of FRMPayload (EU868 DR5-DR7, without FOpts)",
+                    file=profile.source,
+                    path=f"codec_options.impact.{key}",
+                )
         path = "codec_options.chirpstack"
         raw = profile.codec_options.get("chirpstack", {})
         if not isinstance(raw, Mapping):

@@ -164,7 +164,8 @@ class FrameSpec:
         if max_length < need:
             raise ProfileError(
                 f"{max_length} is too small for the largest message ({need} bytes with address "
-                "and counter); lower impact.samples_per_fragment or raise max_length",
+                "and counter); lower impact.samples_per_fragment (raw impact) or "
+                "impact.max_fragment_bytes (impact_packed), or raise max_length",
                 file=src,
                 path=f"{path}.max_length",
             )

@@ -36,6 +36,46 @@ Message roles (the profile names the type code and body length of each):
 
     Fragment ``i`` carries samples ``i * samples_per_fragment`` on (the last one fewer).
     Every fragment repeats the header, so a window survives the loss of any fragment.
+``impact_packed``
+    The same window, losslessly delta-coded: about half the bytes of ``impact`` on real
+    movement, hence half the uplinks and airtime on a duty-cycled radio (LoRaWAN). A
+    profile sends it when ``codec_options.impact.encoding`` is ``packed`` (default
+    ``raw``: ``impact``); a profile may declare both roles, so that pendants still on the
+    raw firmware keep being read. Each fragment is decodable on its own::
+
+        0   u8   window id
+        1   u8   fragment index (0-based)
+        2   u8   fragment count
+        3   u16  total samples in the window
+        5   u16  trigger_index
+        7   u16  peak magnitude, milli-g
+        9   u16  start: window index of this fragment's first sample
+        11  u16  n: samples in this fragment (>= 1)
+        13  i16  x, y, z of sample ``start``, milli-g (3 x i16)
+        19  ...  bit stream: the n - 1 deltas, in blocks of 8 (the last block shorter)
+
+    Bit stream, most significant bit first, zero-padded to a whole byte; per block, for
+    each axis x, y, z in turn: a 5-bit width ``w`` (0-17), then that axis' deltas of the
+    block, ``w`` bits each, zig-zag coded (``d >= 0 -> 2d``, ``d < 0 -> -2d - 1``; a
+    delta of two int16 values needs at most 17 bits, a constant axis 0). Decoded samples
+    are the int16 milli-g samples the raw format would carry, bit for bit.
+
+    The pendant cuts a window into fragments of at most ``impact.max_fragment_bytes``
+    (type byte included; default 222, the largest LoRaWAN EU868 FRMPayload at DR4, which
+    also leaves room for the longest FOpts at DR5; at least 73, one block at the widest
+    deltas), packing as many samples into each as fit, so ``n`` varies with the signal:
+    a still pendant fills a fragment with hundreds of samples, an impact with a few
+    dozen. Fragments of a window are contiguous: the first starts at sample 0, the last
+    ends at ``total``. A lost fragment loses only its own samples, as with ``impact``.
+    ``max_samples`` is checked at load against the worst case (every delta 17 bits) so
+    that a window never needs more than 255 fragments. Faults, on top of the header
+    ones: a bit stream that ends too soon (``truncated``), bytes after it or a fragment
+    over ``max_fragment_bytes`` (``oversized``), non-zero padding (``encoding``), a width
+    above 17 or a sample outside +-range_g (``range``), a fragment that contradicts the
+    window's layout (``inconsistent``: the first fragment not at sample 0, another one
+    ending at ``total``, the last one not; or, found by the tracker, a fragment
+    overlapping another one of the same window or repeating its index with other
+    samples).
 
 Where each scalar value sits in a body is data, not code: a resource's ``read`` block maps
 message roles to a location, EdgeX-style::
@@ -56,7 +96,8 @@ message roles to a location, EdgeX-style::
       read: {press: {offset: 0, format: u8, map: {1: sos}}}
 
 Decoded readings (input of :meth:`PendantCodecBase.track`): ``press``, ``status``,
-``battery`` and ``impact_fragment``, each with the transport's message ``counter``.
+``battery`` and ``impact_fragment`` (from either impact role; a packed one also carries
+``start``, its first sample's index), each with the transport's message ``counter``.
 :meth:`~PendantCodecBase.track` turns them into the readings of the Event contract:
 
 - ``press`` (urgent, ``{"button": "sos"}``): ONE per press. A momentary press re-sent by
@@ -93,7 +134,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -106,14 +147,26 @@ from device_profiles.profiles import Profile
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_PACKED_FRAGMENT",
     "FORMATS",
+    "IMPACT_ENCODINGS",
     "IMPACT_HEADER_SIZE",
+    "IMPACT_ROLES",
     "MESSAGE_ROLES",
+    "MIN_PACKED_FRAGMENT",
+    "PACKED_BLOCK",
+    "PACKED_HEADER_SIZE",
+    "PACKED_MAX_WIDTH",
+    "PACKED_WIDTH_BITS",
     "FieldSpec",
     "ImpactSpec",
     "MessageSpec",
     "PayloadLayout",
     "PendantCodecBase",
+    "pack_deltas",
+    "packed_cuts",
+    "unzigzag",
+    "zigzag",
 ]
 
 #: Integer formats a ``read`` block may name: size in bytes and signedness.
@@ -125,9 +178,26 @@ FORMATS: Mapping[str, tuple[int, bool]] = {
     "u32": (4, False),
     "i32": (4, True),
 }
-MESSAGE_ROLES = ("press", "status", "battery", "impact")
+MESSAGE_ROLES = ("press", "status", "battery", "impact", "impact_packed")
+#: Roles that carry fragments of an acceleration window (variable length).
+IMPACT_ROLES = ("impact", "impact_packed")
+#: ``codec_options.impact.encoding`` values: which impact role the pendant sends.
+IMPACT_ENCODINGS = ("raw", "packed")
 IMPACT_HEADER_SIZE = 9
+#: impact_packed: window header, start and n, then the first sample in full.
+PACKED_HEADER_SIZE = IMPACT_HEADER_SIZE + 4 + 6
+PACKED_BLOCK = 8  # deltas per block: smallest SisFall windows of 4-16 (all within 3 %)
+PACKED_WIDTH_BITS = 5
+PACKED_MAX_WIDTH = 17  # zig-zag of a difference of two int16 values
+#: Smallest ``max_fragment_bytes``: type, header and one block at the widest deltas, so
+#: that any signal moves at least 9 samples per fragment.
+MIN_PACKED_FRAGMENT = (
+    1 + PACKED_HEADER_SIZE + -(-(3 * PACKED_WIDTH_BITS + 3 * PACKED_MAX_WIDTH * PACKED_BLOCK) // 8)
+)
+DEFAULT_PACKED_FRAGMENT = 222
+_IMPACT_ROLE: Mapping[str, str] = {"raw": "impact", "packed": "impact_packed"}
 _SAMPLE_SIZE = 6  # x, y, z as int16
+_INT16_MAX = 32767
 _STATE_VERSION = 1
 _DONE_WINDOWS = 8  # emitted windows remembered per pendant, to drop their late fragments
 _DECODED = frozenset({"press", "status", "battery", "impact_fragment"})
@@ -167,14 +237,21 @@ class MessageSpec:
 
 @dataclass(frozen=True, slots=True)
 class ImpactSpec:
-    """Acceleration windows: sensor rate and range, fragmentation and reassembly."""
+    """Acceleration windows: sensor rate and range, fragmentation and reassembly.
+
+    ``samples_per_fragment`` belongs to the raw ``impact`` message and
+    ``max_fragment_bytes`` to ``impact_packed``; each is None when the profile does not
+    declare that message. ``encoding`` says which of the two the pendant sends.
+    """
 
     rate_hz: int
     range_g: float
-    samples_per_fragment: int
+    samples_per_fragment: int | None
     max_samples: int
     reorder_slack: int
     reassembly_timeout_s: float
+    encoding: Literal["raw", "packed"] = "raw"
+    max_fragment_bytes: int | None = None
 
     @property
     def range_mg(self) -> int:
@@ -182,13 +259,173 @@ class ImpactSpec:
         return round(self.range_g * 1000)
 
     def fragment_count(self, total: int) -> int:
-        """Fragments a window of ``total`` samples is cut into."""
+        """Raw ``impact`` fragments a window of ``total`` samples is cut into."""
+        if self.samples_per_fragment is None:
+            raise ValueError("the profile declares no raw 'impact' message")
         return -(-total // self.samples_per_fragment)
 
     @property
     def max_body(self) -> int:
-        """Largest impact message, type byte included."""
-        return 1 + IMPACT_HEADER_SIZE + _SAMPLE_SIZE * self.samples_per_fragment
+        """Largest impact message of either role, type byte included."""
+        sizes = [0]
+        if self.samples_per_fragment is not None:
+            sizes.append(1 + IMPACT_HEADER_SIZE + _SAMPLE_SIZE * self.samples_per_fragment)
+        if self.max_fragment_bytes is not None:
+            sizes.append(self.max_fragment_bytes)
+        return max(sizes)
+
+
+# -- impact_packed: zig-zag deltas, bit-packed in blocks -----------------------------------
+# Plain Python on purpose: the device layer runs on Raspberry Pi gateways without numpy.
+
+
+def zigzag(value: int) -> int:
+    """Signed -> unsigned, small magnitudes to small codes: 0, -1, 1, -2 -> 0, 1, 2, 3."""
+    return value << 1 if value >= 0 else (-value << 1) - 1
+
+
+def unzigzag(code: int) -> int:
+    """Inverse of :func:`zigzag`."""
+    return code >> 1 if not code & 1 else -((code + 1) >> 1)
+
+
+def _block_bits(widths: Sequence[int], deltas: int) -> int:
+    """Bits of one block of ``deltas`` deltas per axis at the given per-axis widths."""
+    return 3 * PACKED_WIDTH_BITS + deltas * sum(widths) if deltas else 0
+
+
+def pack_deltas(axes: Sequence[Sequence[int]]) -> bytes:
+    """The ``impact_packed`` bit stream of one fragment's samples (x, y, z in milli-g).
+
+    ``axes`` holds the three axes' int16 samples, equal length >= 1; the first sample
+    travels in full in the header, so the stream holds the ``n - 1`` deltas.
+    """
+    n = len(axes[0])
+    acc = 0
+    bits = 0
+    for lo in range(1, n, PACKED_BLOCK):
+        hi = min(n, lo + PACKED_BLOCK)
+        for axis in axes:
+            codes = [zigzag(axis[k] - axis[k - 1]) for k in range(lo, hi)]
+            width = max(codes).bit_length()
+            acc = (acc << PACKED_WIDTH_BITS) | width
+            bits += PACKED_WIDTH_BITS
+            for code in codes:
+                acc = (acc << width) | code
+            bits += width * len(codes)
+    pad = -bits % 8
+    return (acc << pad).to_bytes((bits + pad) // 8, "big")
+
+
+def packed_cuts(axes: Sequence[Sequence[int]], max_bytes: int) -> list[tuple[int, int]]:
+    """(start, n) of each ``impact_packed`` fragment of a window, in order.
+
+    Greedy, as the pendant does it: every fragment takes as many samples as fit in
+    ``max_bytes`` (type byte included). The size only grows with each added sample (a
+    block's width never shrinks), so stopping at the first sample that does not fit is
+    optimal for that fragment. ``max_bytes`` >= :data:`MIN_PACKED_FRAGMENT`.
+    """
+    if max_bytes < 1 + PACKED_HEADER_SIZE:
+        raise ValueError(f"max_bytes {max_bytes} below the fixed part of a fragment")
+    budget = 8 * (max_bytes - 1 - PACKED_HEADER_SIZE)
+    total = len(axes[0])
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    while start < total:
+        done = 0  # bits of the fragment's completed blocks
+        widths = [0, 0, 0]  # the open block's widths
+        in_block = 0  # deltas in the open block
+        end = start + 1
+        while end < total:
+            codes = [zigzag(a[end] - a[end - 1]) for a in axes]
+            if in_block == PACKED_BLOCK:
+                new_done = done + _block_bits(widths, in_block)
+                new_widths = [c.bit_length() for c in codes]
+                new_in = 1
+            else:
+                new_done = done
+                new_widths = [max(w, c.bit_length()) for w, c in zip(widths, codes, strict=True)]
+                new_in = in_block + 1
+            if new_done + _block_bits(new_widths, new_in) > budget:
+                break
+            done, widths, in_block = new_done, new_widths, new_in
+            end += 1
+        cuts.append((start, end - start))
+        start = end
+    return cuts
+
+
+def _packed_worst_samples(max_bytes: int) -> int:
+    """Samples a fragment of ``max_bytes`` holds at the widest deltas (17 bits, all axes)."""
+    budget = 8 * (max_bytes - 1 - PACKED_HEADER_SIZE)
+    full = _block_bits([PACKED_MAX_WIDTH] * 3, PACKED_BLOCK)
+    blocks, rest = divmod(budget, full)
+    extra = max(0, (rest - 3 * PACKED_WIDTH_BITS) // (3 * PACKED_MAX_WIDTH))
+    return 1 + blocks * PACKED_BLOCK + min(extra, PACKED_BLOCK - 1)
+
+
+class _BitReader:
+    """Reads an ``impact_packed`` bit stream; DecodeError (named fault) on a bad one."""
+
+    def __init__(self, data: bytes, device: str):
+        self.value = int.from_bytes(data, "big")
+        self.size = 8 * len(data)
+        self.pos = 0
+        self.device = device
+
+    def take(self, width: int, what: str) -> int:
+        if self.pos + width > self.size:
+            raise DecodeError(
+                self.device,
+                "truncated",
+                f"bit stream ends at bit {self.size} in {what}, needs {self.pos + width}",
+            )
+        self.pos += width
+        return (self.value >> (self.size - self.pos)) & ((1 << width) - 1)
+
+    def finish(self) -> None:
+        """The stream must end here, padded with zero bits to a whole byte."""
+        used = -(-self.pos // 8)
+        if 8 * used < self.size:
+            raise DecodeError(
+                self.device,
+                "oversized",
+                f"{self.size // 8 - used} byte(s) after the {used}-byte bit stream",
+            )
+        if self.value & ((1 << (self.size - self.pos)) - 1):
+            raise DecodeError(self.device, "encoding", "non-zero padding after the bit stream")
+
+
+def _unpack_deltas(
+    data: bytes, first: Sequence[int], n: int, lim: int, device: str
+) -> list[list[int]]:
+    """Samples (x, y, z lists, milli-g) of one fragment from its first sample and stream."""
+    reader = _BitReader(data, device)
+    axes = [[v] for v in first]
+    for lo in range(1, n, PACKED_BLOCK):
+        hi = min(n, lo + PACKED_BLOCK)
+        block = (lo - 1) // PACKED_BLOCK
+        for a, axis in enumerate(axes):
+            name = "xyz"[a]
+            width = reader.take(PACKED_WIDTH_BITS, f"block {block} {name} width")
+            if width > PACKED_MAX_WIDTH:
+                raise DecodeError(
+                    device,
+                    "range",
+                    f"block {block}: {name} delta width {width} bits (at most {PACKED_MAX_WIDTH})",
+                )
+            value = axis[-1]
+            for k in range(lo, hi):
+                value += unzigzag(reader.take(width, f"block {block} {name} deltas"))
+                if not -lim <= value <= lim:
+                    raise DecodeError(
+                        device,
+                        "range",
+                        f"{name}={value} mg outside +-{lim} mg (sample {k} of the fragment)",
+                    )
+                axis.append(value)
+    reader.finish()
+    return axes
 
 
 def _opt_int(
@@ -251,7 +488,15 @@ class PayloadLayout:
                     file=src,
                     path=f"{base}.messages.{role}",
                 )
-        required = ["status", "impact"] + (["press"] if button == "momentary" else [])
+        encoding = _encoding(profile)
+        if _IMPACT_ROLE[encoding] not in raw_msgs:
+            raise ProfileError(
+                f"impact.encoding {encoding!r} sends message {_IMPACT_ROLE[encoding]!r}, "
+                "which is not declared",
+                file=src,
+                path=f"{base}.messages",
+            )
+        required = ["status"] + (["press"] if button == "momentary" else [])
         for role in required:
             if role not in raw_msgs:
                 raise ProfileError(
@@ -286,10 +531,11 @@ class PayloadLayout:
                     path=f"{path}.type",
                 )
             length: int | None = None
-            if role == "impact":
+            if role in IMPACT_ROLES:
                 if "length" in spec:
+                    size = "samples_per_fragment" if role == "impact" else "max_fragment_bytes"
                     raise ProfileError(
-                        "impact fragments have a variable length; set impact.samples_per_fragment",
+                        f"impact fragments have a variable length; set impact.{size}",
                         file=src,
                         path=f"{path}.length",
                     )
@@ -308,7 +554,7 @@ class PayloadLayout:
             by_type[code] = msg
         _require_fields(profile, button, messages)
         trigger = _trigger(profile)
-        impact = _impact(profile, trigger)
+        impact = _impact(profile, trigger, encoding, frozenset(messages))
         repeat = opts.get("sos_repeat_s")
         if repeat is not None and (
             isinstance(repeat, bool) or not isinstance(repeat, int | float) or not repeat > 0
@@ -336,10 +582,10 @@ def _fields_by_role(profile: Profile, roles: Mapping[str, Any]) -> dict[str, lis
     for i, res in enumerate(profile.resources):
         for role, loc in res.read.items():
             path = f"resources[{i}].read.{role}"
-            if role not in roles or role == "impact":
+            if role not in roles or role in IMPACT_ROLES:
                 raise ProfileError(
                     f"no such message {role!r} with scalar fields; "
-                    f"messages: {sorted(r for r in roles if r != 'impact')}",
+                    f"messages: {sorted(r for r in roles if r not in IMPACT_ROLES)}",
                     file=src,
                     path=path,
                 )
@@ -440,24 +686,87 @@ def _trigger(profile: Profile) -> TriggerConfig:
         raise ProfileError(exc.message, file=profile.source, path=exc.path) from None
 
 
-def _impact(profile: Profile, trigger: TriggerConfig) -> ImpactSpec:
+def _encoding(profile: Profile) -> Literal["raw", "packed"]:
+    """``codec_options.impact.encoding``: which impact message the pendant sends."""
+    raw = profile.codec_options.get("impact", {})
+    path = "codec_options.impact"
+    if not isinstance(raw, Mapping):
+        raise ProfileError("must be a mapping", file=profile.source, path=path)
+    value = raw.get("encoding", "raw")
+    if value == "raw":
+        return "raw"
+    if value == "packed":
+        return "packed"
+    raise ProfileError(
+        f"must be 'raw' (int16 samples, message 'impact') or 'packed' (bit-packed deltas, "
+        f"message 'impact_packed'), got {value!r}",
+        file=profile.source,
+        path=f"{path}.encoding",
+    )
+
+
+def _impact(
+    profile: Profile,
+    trigger: TriggerConfig,
+    encoding: Literal["raw", "packed"],
+    roles: frozenset[str],
+) -> ImpactSpec:
     src = profile.source
     raw = profile.codec_options.get("impact", {})
     path = "codec_options.impact"
     if not isinstance(raw, Mapping):
         raise ProfileError("must be a mapping", file=src, path=path)
-    allowed = {"samples_per_fragment", "max_samples", "reorder_slack", "reassembly_timeout_s"}
+    allowed = {
+        "encoding",
+        "samples_per_fragment",
+        "max_fragment_bytes",
+        "max_samples",
+        "reorder_slack",
+        "reassembly_timeout_s",
+    }
     bad = sorted(set(raw) - allowed)
     if bad:
         raise ProfileError(f"unknown key(s) {bad}; allowed: {sorted(allowed)}", file=src, path=path)
-    spf = _opt_int(raw.get("samples_per_fragment"), src, f"{path}.samples_per_fragment", 1, 255)
+    # Each size belongs to one message: a size for an undeclared message is a mistake
+    # (most likely a forgotten message declaration), not something to ignore.
+    for key, role in (("samples_per_fragment", "impact"), ("max_fragment_bytes", "impact_packed")):
+        if key in raw and role not in roles:
+            raise ProfileError(
+                f"sizes the {role!r} message, which codec_options.messages does not declare",
+                file=src,
+                path=f"{path}.{key}",
+            )
+    # A window may not need more than 255 fragments (u8 count), whatever the signal.
+    caps = [65535]
+    spf: int | None = None
+    if "impact" in roles:
+        spf = _opt_int(raw.get("samples_per_fragment"), src, f"{path}.samples_per_fragment", 1, 255)
+        caps.append(255 * spf)
+    max_bytes: int | None = None
+    if "impact_packed" in roles:
+        max_bytes = _opt_int(
+            raw.get("max_fragment_bytes"),
+            src,
+            f"{path}.max_fragment_bytes",
+            MIN_PACKED_FRAGMENT,
+            255,
+            default=DEFAULT_PACKED_FRAGMENT,
+        )
+        caps.append(255 * _packed_worst_samples(max_bytes))
+    if round(trigger.range_g * 1000) > _INT16_MAX:
+        raise ProfileError(
+            f"{trigger.range_g} g does not fit the int16 milli-g samples of impact messages "
+            "(at most 32.767 g)",
+            file=src,
+            path="codec_options.trigger.range_g",
+        )
     window = trigger.pre_n + trigger.post_n
     max_samples = _opt_int(
         raw.get("max_samples"),
         src,
         f"{path}.max_samples",
         1,
-        min(65535, 255 * spf),
+        min(caps),
         default=2 * window,
     )
     if max_samples < window:
@@ -481,6 +790,8 @@ def _impact(profile: Profile, trigger: TriggerConfig) -> ImpactSpec:
         max_samples=max_samples,
         reorder_slack=slack,
         reassembly_timeout_s=float(timeout),
+        encoding=encoding,
+        max_fragment_bytes=max_bytes,
     )
 
 
@@ -567,8 +878,11 @@ class PendantCodecBase(Codec):
         if spec is None:
             raise DecodeError(device, "unknown_message", f"message type {data[0]:#04x}")
         body = data[1:]
-        if spec.role == "impact":
-            fragment = self._decode_impact(body, device)
+        if spec.role in IMPACT_ROLES:
+            if spec.role == "impact":
+                fragment = self._decode_impact(body, device)
+            else:
+                fragment = self._decode_impact_packed(body, device)
             fragment["counter"] = counter
             return [Reading("impact_fragment", fragment, time, urgent=True, source=source)]
         assert spec.length is not None
@@ -631,14 +945,15 @@ class PendantCodecBase(Codec):
             )
         if not 1 <= total <= imp.max_samples:
             raise DecodeError(device, "range", f"window of {total} samples (max {imp.max_samples})")
+        spf = imp.samples_per_fragment
+        assert spf is not None  # declared, or its type code is unknown
         if count != imp.fragment_count(total) or index >= count:
             raise DecodeError(
                 device,
                 "range",
-                f"fragment {index}/{count} of a {total}-sample window "
-                f"({imp.samples_per_fragment} per fragment)",
+                f"fragment {index}/{count} of a {total}-sample window ({spf} per fragment)",
             )
-        expected = min(imp.samples_per_fragment, total - index * imp.samples_per_fragment)
+        expected = min(spf, total - index * spf)
         n = len(samples) // _SAMPLE_SIZE
         if n < expected:
             raise DecodeError(
@@ -669,6 +984,78 @@ class PendantCodecBase(Codec):
             "trigger_index": self.check_value(device, "trigger_index", trigger_index),
             "peak_g": self.check_value(device, "peak_g", peak_mg / 1000),
         }
+        values.update(self._axes_values(axes, device))
+        return values
+
+    def _decode_impact_packed(self, body: bytes, device: str) -> dict[str, Value]:
+        imp = self.layout.impact
+        assert imp.max_fragment_bytes is not None  # declared, or its type code is unknown
+        if len(body) < PACKED_HEADER_SIZE:
+            raise DecodeError(
+                device,
+                "truncated",
+                f"packed impact fragment has {len(body)} bytes, its header {PACKED_HEADER_SIZE}",
+            )
+        if 1 + len(body) > imp.max_fragment_bytes:
+            raise DecodeError(
+                device,
+                "oversized",
+                f"packed impact fragment of {1 + len(body)} bytes "
+                f"(impact.max_fragment_bytes {imp.max_fragment_bytes})",
+            )
+        order = self.layout.byte_order
+        window, index, count = body[0], body[1], body[2]
+        total, trigger_index, peak_mg, start, n = (
+            int.from_bytes(body[k : k + 2], order) for k in range(3, 13, 2)
+        )
+        if not 1 <= total <= imp.max_samples:
+            raise DecodeError(device, "range", f"window of {total} samples (max {imp.max_samples})")
+        if not index < count <= total:
+            raise DecodeError(
+                device, "range", f"fragment {index}/{count} of a {total}-sample window"
+            )
+        if n < 1 or start + n > total:
+            raise DecodeError(
+                device,
+                "range",
+                f"fragment {index}: samples {start}..{start + n - 1} of a {total}-sample window",
+            )
+        # Fragments are contiguous: the ends of the window pin the first and last one.
+        if (index == 0) != (start == 0) or (index == count - 1) != (start + n == total):
+            raise DecodeError(
+                device,
+                "inconsistent",
+                f"fragment {index}/{count} holds samples {start}..{start + n - 1} "
+                f"of {total}: the first must start at 0 and only the last end at {total}",
+            )
+        if trigger_index >= total:
+            raise DecodeError(device, "range", f"trigger_index {trigger_index} >= {total} samples")
+        lim = imp.range_mg
+        first = [
+            int.from_bytes(body[k : k + 2], order, signed=True)
+            for k in range(IMPACT_HEADER_SIZE + 4, PACKED_HEADER_SIZE, 2)
+        ]
+        for a, mg in enumerate(first):
+            if not -lim <= mg <= lim:
+                raise DecodeError(
+                    device, "range", f"{'xyz'[a]}={mg} mg outside +-{lim} mg (first sample)"
+                )
+        axes = _unpack_deltas(body[PACKED_HEADER_SIZE:], first, n, lim, device)
+        values: dict[str, Value] = {
+            "window": window,
+            "index": index,
+            "count": count,
+            "total": total,
+            "start": start,
+            "trigger_index": self.check_value(device, "trigger_index", trigger_index),
+            "peak_g": self.check_value(device, "peak_g", peak_mg / 1000),
+        }
+        values.update(self._axes_values([[v / 1000 for v in a] for a in axes], device))
+        return values
+
+    def _axes_values(self, axes: Sequence[list[float]], device: str) -> dict[str, Value]:
+        """x, y, z in g, checked against the resources' ranges."""
+        values: dict[str, Value] = {}
         for a, name in enumerate("xyz"):
             res = self.profile.resource(name)
             if axes[a] and not (res.in_range(min(axes[a])) and res.in_range(max(axes[a]))):
@@ -679,7 +1066,11 @@ class PendantCodecBase(Codec):
         return values
 
     def encode_message(self, reading: Reading) -> bytes:
-        """Encode a decoded-form reading (press, status/heartbeat, battery, impact_fragment)."""
+        """Encode a decoded-form reading (press, status/heartbeat, battery, impact_fragment).
+
+        An ``impact_fragment`` with a ``start`` value is an ``impact_packed`` message (as
+        :meth:`impact_fragments` cuts them for ``encoding: packed``), else an ``impact``.
+        """
         if reading.reading == "impact":
             raise EncodeError(
                 "an impact window does not fit one message: cut it with impact_fragments() "
@@ -688,6 +1079,8 @@ class PendantCodecBase(Codec):
         role = {"heartbeat": "status", "impact_fragment": "impact"}.get(
             reading.reading, reading.reading
         )
+        if role == "impact" and "start" in reading.values:
+            role = "impact_packed"
         spec = self.layout.messages.get(role)
         if spec is None:
             raise EncodeError(
@@ -696,6 +1089,8 @@ class PendantCodecBase(Codec):
             )
         if role == "impact":
             return bytes([spec.type_code]) + self._encode_impact(reading.values)
+        if role == "impact_packed":
+            return bytes([spec.type_code]) + self._encode_impact_packed(reading.values)
         assert spec.length is not None
         body = bytearray(spec.length)
         for f in spec.fields:
@@ -735,33 +1130,68 @@ class PendantCodecBase(Codec):
         except OverflowError:
             raise EncodeError(f"{f.resource}={value!r} does not fit {f.format}") from None
 
-    def _encode_impact(self, values: Mapping[str, Value]) -> bytes:
-        imp = self.layout.impact
+    def _impact_head(
+        self, values: Mapping[str, Value], default_count: Callable[[int], int] | None = None
+    ) -> tuple[bytes, list[list[int]]]:
+        """The header both impact roles share and the fragment's samples in milli-g."""
         order = self.layout.byte_order
         try:
             window = int(_num(values["window"]))
             index = int(_num(values["index"]))
             total = int(_num(values["total"]))
-            count = int(_num(values.get("count", imp.fragment_count(total))))
+            if "count" in values or default_count is None:
+                count = int(_num(values["count"]))
+            else:
+                count = default_count(total)
             trigger_index = int(_num(values["trigger_index"]))
             peak_mg = round(_num(values["peak_g"]) * 1000)
-            axes = [values["x"], values["y"], values["z"]]
             head = bytes([window, index, count])
             head += total.to_bytes(2, order) + trigger_index.to_bytes(2, order)
             head += min(peak_mg, 65535).to_bytes(2, order)
+            axes = [values["x"], values["y"], values["z"]]
+            if not all(isinstance(a, list) for a in axes) or not (
+                len(axes[0]) == len(axes[1]) == len(axes[2])  # type: ignore[arg-type]
+            ):
+                raise EncodeError("impact fragment x, y, z must be lists of equal length")
+            lim = self.layout.impact.range_mg
+            mg = [
+                [max(-lim, min(lim, round(_num(v) * 1000))) for v in a]  # type: ignore[union-attr]
+                for a in axes
+            ]
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"impact fragment values: {exc!r}") from None
-        if not all(isinstance(a, list) for a in axes) or not (
-            len(axes[0]) == len(axes[1]) == len(axes[2])  # type: ignore[arg-type]
-        ):
-            raise EncodeError("impact fragment x, y, z must be lists of equal length")
-        lim = imp.range_mg
+        return head, mg
+
+    def _encode_impact(self, values: Mapping[str, Value]) -> bytes:
+        order = self.layout.byte_order
+        head, axes = self._impact_head(values, self.layout.impact.fragment_count)
         out = bytearray(head)
-        for k in range(len(axes[0])):  # type: ignore[arg-type]
-            for a in axes:
-                mg = round(_num(a[k]) * 1000)  # type: ignore[index]
-                out += max(-lim, min(lim, mg)).to_bytes(2, order, signed=True)
+        for sample in zip(*axes, strict=True):
+            for mg in sample:
+                out += mg.to_bytes(2, order, signed=True)
         return bytes(out)
+
+    def _encode_impact_packed(self, values: Mapping[str, Value]) -> bytes:
+        imp = self.layout.impact
+        assert imp.max_fragment_bytes is not None  # the role is declared
+        order = self.layout.byte_order
+        head, axes = self._impact_head(values)
+        n = len(axes[0])
+        if not n:
+            raise EncodeError("a packed impact fragment needs at least one sample")
+        try:
+            head += int(_num(values["start"])).to_bytes(2, order) + n.to_bytes(2, order)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"impact fragment values: {exc!r}") from None
+        first = b"".join(a[0].to_bytes(2, order, signed=True) for a in axes)
+        body = head + first + pack_deltas(axes)
+        if 1 + len(body) > imp.max_fragment_bytes:
+            raise EncodeError(
+                f"packed impact fragment of {n} samples takes {1 + len(body)} bytes, over "
+                f"impact.max_fragment_bytes {imp.max_fragment_bytes}: cut it with "
+                "impact_fragments()"
+            )
+        return body
 
     def impact_fragments(
         self,
@@ -772,12 +1202,20 @@ class PendantCodecBase(Codec):
         *,
         trigger_index: int,
         peak_g: float,
+        encoding: Literal["raw", "packed"] | None = None,
     ) -> list[dict[str, Value]]:
         """Cut one window into ``impact_fragment`` values (add ``counter`` before encoding).
 
         Samples are clipped to the sensor range and quantized to 1 mg, as the pendant does.
+        ``encoding`` (default: the profile's ``impact.encoding``) picks the message: raw
+        fragments of ``samples_per_fragment`` samples, or packed ones (with ``start``)
+        holding as many samples as fit in ``max_fragment_bytes``.
         """
         imp = self.layout.impact
+        encoding = encoding or imp.encoding
+        role = _IMPACT_ROLE[encoding]
+        if role not in self.layout.messages:
+            raise EncodeError(f"profile {self.profile.name!r} has no {role!r} message")
         total = len(x)
         if not total or not len(x) == len(y) == len(z):
             raise EncodeError("a window needs equal, non-empty x, y, z")
@@ -786,28 +1224,35 @@ class PendantCodecBase(Codec):
         if not 0 <= trigger_index < total:
             raise EncodeError(f"trigger_index {trigger_index} outside the window of {total}")
         g = imp.range_g
-
-        def q(v: float) -> float:
-            return round(max(-g, min(g, float(v))) * 1000) / 1000
-
-        spf = imp.samples_per_fragment
-        count = imp.fragment_count(total)
+        try:
+            mg = [[round(max(-g, min(g, float(v))) * 1000) for v in a] for a in (x, y, z)]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"window samples: {exc!r}") from None
+        if encoding == "packed":
+            assert imp.max_fragment_bytes is not None
+            cuts = packed_cuts(mg, imp.max_fragment_bytes)
+        else:
+            spf = imp.samples_per_fragment
+            assert spf is not None
+            cuts = [(lo, min(spf, total - lo)) for lo in range(0, total, spf)]
+        count = len(cuts)
+        if count > 255:  # max_samples is validated against the worst case: never here
+            raise EncodeError(f"window of {total} samples needs {count} fragments (max 255)")
         out: list[dict[str, Value]] = []
-        for i in range(count):
-            lo, hi = i * spf, min(total, (i + 1) * spf)
-            out.append(
-                {
-                    "window": window % 256,
-                    "index": i,
-                    "count": count,
-                    "total": total,
-                    "trigger_index": trigger_index,
-                    "peak_g": round(min(peak_g, 65.535) * 1000) / 1000,
-                    "x": [q(v) for v in x[lo:hi]],
-                    "y": [q(v) for v in y[lo:hi]],
-                    "z": [q(v) for v in z[lo:hi]],
-                }
-            )
+        for i, (lo, n) in enumerate(cuts):
+            values: dict[str, Value] = {
+                "window": window % 256,
+                "index": i,
+                "count": count,
+                "total": total,
+                "trigger_index": trigger_index,
+                "peak_g": round(min(peak_g, 65.535) * 1000) / 1000,
+            }
+            if encoding == "packed":
+                values["start"] = lo
+            for name, axis in zip("xyz", mg, strict=True):
+                values[name] = [v / 1000 for v in axis[lo : lo + n]]
+            out.append(values)
         return out
 
     # -- tracking: edge-triggered presses, duplicates, window reassembly ---------------
@@ -944,8 +1389,18 @@ class PendantCodecBase(Codec):
         if [wid, header] in p["done"]:
             log.debug("%s: late fragment %s of window %s dropped", src, index, wid)
             return []
-        out: list[Reading] = []
+        xs, ys, zs = (v.get(a) for a in "xyz")
+        flat: list[int] | None = None
+        if isinstance(xs, list) and isinstance(ys, list) and isinstance(zs, list):
+            flat = [round(float(s) * 1000) for t in zip(xs, ys, zs, strict=False) for s in t]
+        # Packed fragments say where they start; raw ones start at index * samples_per_fragment.
+        given = v.get("start")
+        start = given if isinstance(given, int) and not isinstance(given, bool) else None
         key = str(wid)
+        win = p["windows"].get(key)
+        if win is not None and win["header"] == header and flat is not None:
+            self._check_fragment(win, index, start, len(flat) // 3, src)
+        out: list[Reading] = []
         windows: dict[str, Any] = dict(p["windows"])
         for other in list(windows):
             if other != key or windows[other]["header"] != header:
@@ -955,12 +1410,11 @@ class PendantCodecBase(Codec):
         if win is None:
             win = {"window": wid, "header": header, "frags": {}, "idle": 0}
         frags = dict(win["frags"])
-        if str(index) not in frags:
-            xs, ys, zs = (v.get(a) for a in "xyz")
-            if isinstance(xs, list) and isinstance(ys, list) and isinstance(zs, list):
-                frags[str(index)] = [
-                    round(float(s) * 1000) for t in zip(xs, ys, zs, strict=False) for s in t
-                ]
+        if str(index) not in frags and flat is not None:
+            frags[str(index)] = flat
+            if start is not None:
+                # Kept apart from the samples so that raw windows keep their stored form.
+                win = {**win, "starts": {**win.get("starts", {}), str(index): start}}
         win = {**win, "frags": frags}
         count = header[0]
         if isinstance(count, int) and len(frags) >= count:
@@ -971,6 +1425,47 @@ class PendantCodecBase(Codec):
             windows[key] = win
             p["windows"] = windows
         return out
+
+    def _frag_start(self, win: Mapping[str, Any], idx: str) -> int | None:
+        """Window index of fragment ``idx``'s first sample (None: cannot be placed)."""
+        start = win.get("starts", {}).get(idx)
+        if isinstance(start, int):
+            return start
+        spf = self.layout.impact.samples_per_fragment
+        return int(idx) * spf if spf is not None else None
+
+    def _check_fragment(
+        self, win: Mapping[str, Any], index: int, start: int | None, n: int, src: str
+    ) -> None:
+        """A new fragment of a waiting window must not contradict the ones already in.
+
+        Raises DecodeError ``inconsistent`` (counted, the fragment dropped): fragments
+        of one window never overlap, and a fragment index keeps its samples.
+        """
+        if start is None:
+            start = self._frag_start(win, str(index))
+            if start is None:
+                return
+        for idx, flat in win["frags"].items():
+            other = self._frag_start(win, idx)
+            if other is None:
+                continue
+            m = len(flat) // 3
+            if idx == str(index):
+                if (other, m) != (start, n):
+                    raise DecodeError(
+                        src or self.profile.name,
+                        "inconsistent",
+                        f"window {win['window']} fragment {index} again, as samples "
+                        f"{start}..{start + n - 1} instead of {other}..{other + m - 1}",
+                    )
+            elif start < other + m and other < start + n:
+                raise DecodeError(
+                    src or self.profile.name,
+                    "inconsistent",
+                    f"window {win['window']} fragment {index} (samples {start}.."
+                    f"{start + n - 1}) overlaps fragment {idx} ({other}..{other + m - 1})",
+                )
 
     def _age(self, p: dict[str, Any], src: str) -> list[Reading]:
         """Count a non-fragment frame against every waiting window; close the idle ones."""
@@ -995,12 +1490,13 @@ class PendantCodecBase(Codec):
     def _emit(self, p: dict[str, Any], win: dict[str, Any], src: str, time: int | None) -> Reading:
         imp = self.layout.impact
         count, total, trigger_index, peak_g = win["header"]
-        spf = imp.samples_per_fragment
         axes: list[list[int | None]] = [[None] * total for _ in range(3)]
         for idx, flat in win["frags"].items():
-            start = int(idx) * spf
+            start = self._frag_start(win, idx)
+            if start is None:  # a raw fragment kept from before the profile changed
+                continue
             for k in range(len(flat) // 3):
-                if start + k < total:
+                if 0 <= start + k < total:
                     for a in range(3):
                         axes[a][start + k] = flat[3 * k + a]
         missing = sum(1 for s in axes[0] if s is None)
@@ -1060,10 +1556,13 @@ def _valid_window(w: Any) -> bool:
     if not (isinstance(header, list) and len(header) == 4 and isinstance(frags, dict)):
         return False
     count, total, trigger_index, _ = header
+    starts = w.get("starts", {})
     return (
         all(isinstance(h, int) and not isinstance(h, bool) for h in (count, total, trigger_index))
         and 0 < total <= 65535
         and isinstance(w.get("idle"), int)
         and all(isinstance(k, str) and k.isdigit() for k in frags)
         and all(isinstance(f, list) and all(isinstance(s, int) for s in f) for f in frags.values())
+        and isinstance(starts, dict)
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in starts.values())
     )

@@ -6,7 +6,8 @@ import base64
 import contextlib
 import functools
 import json
-from typing import Any
+import random
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -197,17 +198,27 @@ def test_encode_round_trip_and_topic() -> None:
     assert back == Reading("status", {**r.values, "rssi": -80, "snr": 7.5}, r.time, False, EUI)
 
 
-def test_window_over_lorawan_reassembles() -> None:
+@pytest.mark.parametrize(
+    ("encoding", "type_code", "uplinks"),
+    [("raw", 0x10, 9), ("packed", 0x11, 3)],  # raw: 36 samples an uplink
+)
+def test_window_over_lorawan_reassembles(
+    encoding: Literal["raw", "packed"], type_code: int, uplinks: int
+) -> None:
     c = codec()
     n = 300
-    x = [i / 1000 for i in range(n)]
-    frags = c.impact_fragments(2, x, [0.0] * n, [1.0] * n, trigger_index=100, peak_g=3.0)
-    assert len(frags) == 9  # 36 samples per uplink
+    rng = random.Random(5)
+    x = [rng.randint(-2000, 2000) / 1000 for _ in range(n)]  # jumpy: wide deltas
+    frags = c.impact_fragments(
+        2, x, [0.0] * n, [1.0] * n, trigger_index=100, peak_g=3.0, encoding=encoding
+    )
+    assert len(frags) == uplinks
     state = c.initial_state()
     out: list[Reading] = []
     for i, v in enumerate(reversed(frags)):
         m = c.uplink(Reading("impact_fragment", {**v, "counter": 50 + i}, source=EUI), dev_eui=EUI)
-        assert len(base64.b64decode(json.loads(m.payload)["data"])) <= 242
+        data = base64.b64decode(json.loads(m.payload)["data"])
+        assert data[0] == type_code and len(data) <= 226
         for r in c.decode(m, "lora"):
             state, emitted = c.track(state, r)
             out += emitted

@@ -183,6 +183,7 @@ def impact_message(
 ) -> bytes:
     order = c.layout.byte_order
     spf = c.layout.impact.samples_per_fragment
+    assert spf is not None
     if count is None:
         count = -(-total // spf)
     if samples is None:

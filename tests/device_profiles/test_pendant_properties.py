@@ -47,7 +47,9 @@ def readings(draw: st.DrawFn, c: PendantFrameCodec) -> Reading:
         total = draw(st.integers(1, imp.max_samples))
         count = imp.fragment_count(total)
         index = draw(st.integers(0, count - 1))
-        n = min(imp.samples_per_fragment, total - index * imp.samples_per_fragment)
+        spf = imp.samples_per_fragment
+        assert spf is not None
+        n = min(spf, total - index * spf)
         mg = st.integers(-imp.range_mg, imp.range_mg).map(lambda v: v / 1000)
         values: dict[str, Any] = {
             "window": draw(st.integers(0, 255)),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import random
 
 import pytest
 
@@ -12,7 +14,6 @@ from device_profiles.codecs.base import MqttMessage, Reading
 from device_profiles.codecs.chirpstack import ChirpStackPendantCodec
 from device_profiles.codecs.pendant_payload import PendantCodecBase
 from device_profiles.errors import DecodeError
-from device_profiles.pendant_trigger import TriggerConfig
 from device_profiles.profiles import ProfileRegistry
 from simulators.pendant_device import PendantDevice
 from simulators.pendant_lorawan import PendantLoRaWanSimulator
@@ -62,13 +63,15 @@ def simulator(mosquitto, topic_prefix: str, **kw) -> PendantLoRaWanSimulator:
     )
 
 
-def window_uplinks() -> tuple[int, int]:
-    """(samples in an impact window, uplinks carrying it) for the profile's trigger."""
-    profile = ProfileRegistry.load().get("oem-lorawan-pendant")
-    cfg = TriggerConfig.from_options(profile.codec_options["trigger"])
-    samples = round((cfg.pre_s + cfg.post_s) * cfg.rate_hz)
-    per_uplink = profile.codec_options["impact"]["samples_per_fragment"]
-    return samples, math.ceil(samples / per_uplink)
+def uploads(trace: list[tuple[float, float, float]]) -> list[list[Reading]]:
+    """The fragment uplinks of every window the profile's pendant uploads for ``trace``.
+
+    Packed fragments hold as many samples as fit, so how many uplinks a window takes
+    depends on the signal: ask the codec, as the simulator does.
+    """
+    codec = codec_for(ProfileRegistry.load().get(PROFILE))
+    assert isinstance(codec, PendantCodecBase)
+    return PendantDevice(codec, EUI).impact(trace, 200)[1]
 
 
 def fall_trace(rate_hz: int = 200) -> list[tuple[float, float, float]]:
@@ -76,7 +79,12 @@ def fall_trace(rate_hz: int = 200) -> list[tuple[float, float, float]]:
     fall = [(0.05, 0.1, 0.25)] * (rate_hz // 3)
     hit = [(2.5, -1.8, 5.5), (4.0, -3.0, 9.5), (1.5, -1.0, 3.0)] * 2
     lying = [(0.98, 0.05, 0.1)] * (5 * rate_hz)
-    return still + fall + hit + lying
+    # A real accelerometer is never still: its noise is what the packed deltas cost.
+    rng = random.Random(3)
+    return [
+        (x + rng.gauss(0, 0.02), y + rng.gauss(0, 0.02), z + rng.gauss(0, 0.02))
+        for x, y, z in still + fall + hit + lying
+    ]
 
 
 async def test_uplinks_decode_with_fcnt_and_source(mosquitto, topic_prefix) -> None:
@@ -119,12 +127,14 @@ async def test_faults_and_duplicates(mosquitto, topic_prefix) -> None:
 
 
 async def test_impact_window_with_out_of_order_uplinks(mosquitto, topic_prefix) -> None:
+    [frags] = uploads(fall_trace())
+    assert len(frags) >= 2
     topic = f"application/{topic_prefix}/device/+/event/up"
     async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
         async with simulator(mosquitto, topic_prefix) as sim:
             await sim.inject("out_of_order")  # the first fragment goes out after the second
             [w] = await sim.impact(fall_trace(), rate_hz=200)
-        messages = await collect(client, window_uplinks()[1])
+        messages = await collect(client, len(frags))
     counters = [json.loads(m.payload)["fCnt"] for m in messages]
     assert counters[:2] == [1, 0]
     gw = Gateway()
@@ -135,21 +145,55 @@ async def test_impact_window_with_out_of_order_uplinks(mosquitto, topic_prefix) 
 
 
 async def test_lost_uplink_and_reconnect(mosquitto, topic_prefix) -> None:
+    [frags] = uploads(fall_trace())
+    start, xs = frags[1].values["start"], frags[1].values["x"]
+    assert isinstance(start, int) and isinstance(xs, list)
+    n = len(xs)
     topic = f"application/{topic_prefix}/device/+/event/up"
     async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
         async with simulator(mosquitto, topic_prefix, outage_s=0.05) as sim:
-            [w] = await sim.impact(fall_trace(), rate_hz=200, drop_fragments=[4])
+            [w] = await sim.impact(fall_trace(), rate_hz=200, drop_fragments=[1])
             await sim.inject("disconnect")
             await sim.press()
             await sim.heartbeat()
-        messages = await collect(client, window_uplinks()[1] - 1 + 2)
+        messages = await collect(client, len(frags) - 1 + 2)
     gw = Gateway()
     gw.feed(messages)
     # Two frames after the window went quiet close it (reorder_slack), gap interpolated.
     assert [r.reading for r in gw.readings] == ["press", "impact", "heartbeat"]
     imp = gw.named("impact")[0]
-    assert imp.values["complete"] is False and imp.values["missing_samples"] == 36
-    assert sim.reconnects == 1 and len(w) == window_uplinks()[0]
+    assert imp.values["complete"] is False and imp.values["missing_samples"] == n
+    # Every sample of the fragments that arrived is exact; only the lost ones are guessed.
+    got = imp.values["x"]
+    assert isinstance(got, list)
+    kept = [k for k in range(len(w)) if not start <= k < start + n]
+    assert [got[k] for k in kept] == [w.x[k] for k in kept]
+    assert sim.reconnects == 1 and sim.dropped == 1
+
+
+async def test_packed_uplinks_carry_the_window_exactly(mosquitto, topic_prefix) -> None:
+    # The profile's encoding: impact_packed (type 0x11) uplinks within 222 bytes, half as
+    # many as raw int16 fragments would take, decoded to the very same samples.
+    profile = ProfileRegistry.load().get(PROFILE)
+    assert profile.codec_options["impact"]["encoding"] == "packed"
+    [frags] = uploads(fall_trace())
+    topic = f"application/{topic_prefix}/device/+/event/up"
+    async with subscriber(mosquitto.host, mosquitto.port, topic) as client:
+        async with simulator(mosquitto, topic_prefix) as sim:
+            [w] = await sim.impact(fall_trace(), rate_hz=200)
+        messages = await collect(client, len(frags))
+    data = [base64.b64decode(json.loads(m.payload)["data"]) for m in messages]
+    assert all(d[0] == 0x11 and len(d) <= 222 for d in data)
+    raw = sim.lora_codec.impact_fragments(
+        0, w.x, w.y, w.z, trigger_index=w.trigger_index, peak_g=w.peak_g, encoding="raw"
+    )
+    assert len(data) * 3 <= len(raw) * 2, (len(data), len(raw))
+    gw = Gateway()
+    gw.feed(messages)
+    [imp] = gw.named("impact")
+    assert (imp.values["x"], imp.values["y"], imp.values["z"]) == (list(w.x), list(w.y), list(w.z))
+    assert imp.values["complete"] is True and imp.values["missing_samples"] == 0
+    assert gw.faults == []
 
 
 def brisk_walk(seconds: float, rate_hz: int = 200) -> list[tuple[float, float, float]]:
@@ -177,7 +221,7 @@ async def test_walking_windows_stay_on_the_pendant(mosquitto, topic_prefix) -> N
             [w] = await sim.impact(trace, rate_hz=200)
             await sim.heartbeat(battery=90)
         # The heartbeat right after the window's uplinks: nothing else was sent.
-        messages = await collect(client, window_uplinks()[1] + 1)
+        messages = await collect(client, len(uploads(trace)[0]) + 1)
     assert w == unfiltered[-1]
     assert sim.pendant.suppressed == len(unfiltered) - 1
     gw = Gateway()
