@@ -154,7 +154,8 @@ def test_kasteren_recording_through_converter_and_benchmark(tmp_path: Path) -> N
     assert result["alarms_after_learning"] <= result["inactivity_alarms"]
 
 
-MIT_SENSORS = "51,Kitchen,Door\r\n74,Kitchen,Refrigerator\r\n85,Hallway,Door\r\n100,Bathroom,Sink\r\n"
+MIT_ROWS = ("51,Kitchen,Door", "74,Kitchen,Refrigerator", "85,Hallway,Door", "100,Bathroom,Sink")
+MIT_SENSORS = "".join(f"{row}\r\n" for row in MIT_ROWS)
 
 
 def _mit_block(activity: str, day: str, span: str, firings: list[tuple[int, str, str]]) -> str:
