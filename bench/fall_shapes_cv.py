@@ -1,6 +1,7 @@
 """Leave-one-subject-out figures of the shape-feature fall model (stream/fall/shapes.py).
 
     .venv/bin/python bench/fall_shapes_cv.py [--data FILE.npz] [--C 0.01 ...] [--seeds 0 ...]
+        [--per-conv K] [--no-reference]
 
 The same windows, labels and decision rules as ``bench/fall_cv.py`` (the shipped
 pendant trigger over every whole recording; the fall window of each fall recording
@@ -77,6 +78,9 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=default)
     p.add_argument("--C", type=float, nargs="+", default=[0.01], help="inverse L2 strengths")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="bias seeds")
+    p.add_argument(
+        "--per-conv", type=int, default=1, help="biases per convolution (MiniRocket-style)"
+    )
     p.add_argument("--no-reference", action="store_true", help="skip the trees' line")
     args = p.parse_args()
 
@@ -103,10 +107,22 @@ def main() -> int:
     by_c: dict[float, list[np.ndarray]] = {float(c): [] for c in args.C}
     for seed in args.seeds:
         t0 = time.monotonic()
-        out = shape_loso(ch, groups, table.label, segs, Cs=args.C, seed=seed, progress=say)
+        out = shape_loso(
+            ch,
+            groups,
+            table.label,
+            segs,
+            Cs=args.C,
+            seed=seed,
+            per_conv=args.per_conv,
+            progress=say,
+        )
         for c, scores in out.scores.items():
             by_c[c].append(scores)
-            line = figures(f"shapes C={c} seed={seed}", table, scores)
+            name = f"shapes C={c} seed={seed}" + (
+                f" per_conv={args.per_conv}" if args.per_conv > 1 else ""
+            )
+            line = figures(name, table, scores)
             line["seconds"] = round(time.monotonic() - t0, 1)
             print(json.dumps(line), flush=True)
     if len(args.seeds) > 1:

@@ -21,8 +21,9 @@ Channels, at the pendant's rate, with the window aligned so that the impact samp
 None depends on how the sensor is worn. Kernels (A. Dempster et al., "MiniRocket",
 KDD 2021): length 9, weights -1 except three positions of weight 2 (all 84 choices),
 dilations 1-32 samples; biases are quantiles of each convolution's output on training
-windows, so they are part of the model (:func:`fit_biases`). Segments: the whole window,
-the 2 s before the second before the impact, the two seconds around it and the rest.
+windows, one or more per convolution, so they are part of the model (:func:`fit_biases`).
+Segments: the whole window, the 2 s before the second before the impact, the two seconds
+around it and the rest.
 """
 
 from __future__ import annotations
@@ -64,9 +65,21 @@ def segments(pre_n: int, n: int, rate_hz: int) -> tuple[tuple[int, int], ...]:
     return ((0, n), (0, pre_n - s), (pre_n - s, pre_n + s), (pre_n + s, n))
 
 
-def n_features(pre_n: int, n: int, rate_hz: int) -> int:
-    """Shape features per window."""
-    return n_convolutions() * len(segments(pre_n, n, rate_hz))
+def n_features(pre_n: int, n: int, rate_hz: int, per_conv: int = 1) -> int:
+    """Shape features per window with ``per_conv`` biases per convolution."""
+    return n_convolutions() * per_conv * len(segments(pre_n, n, rate_hz))
+
+
+def biases_per_convolution(n_biases: int) -> int:
+    """How many biases each convolution has in a bias set of ``n_biases``; ValueError
+    when that is not a whole positive number."""
+    per_conv, rest = divmod(n_biases, n_convolutions())
+    if rest or per_conv < 1:
+        raise ValueError(
+            f"expected a multiple of {n_convolutions()} biases (one or more per "
+            f"convolution), got {n_biases}"
+        )
+    return per_conv
 
 
 def align(acc: FloatArray, trigger_index: int, pre_n: int, n: int) -> FloatArray:
@@ -123,16 +136,23 @@ def _convolutions(ch: FloatArray) -> Iterator[FloatArray]:
                 yield 3.0 * (taps[kernel[0]] + taps[kernel[1]] + taps[kernel[2]]) - total
 
 
-def fit_biases(ch: FloatArray, seed: int = 0) -> FloatArray:
-    """One bias per convolution: a quantile of its output on training windows ``ch``.
+def fit_biases(ch: FloatArray, seed: int = 0, per_conv: int = 1) -> FloatArray:
+    """``per_conv`` biases per convolution: quantiles of its output on training windows
+    ``ch``, as MiniRocket takes several per kernel and dilation (each bias gives the
+    regression another threshold on the same shape, which makes the features depend less
+    on any one quantile the draw picked).
 
-    The quantile of convolution ``i`` is the fractional part of ``(i + 1 + 1000 * seed)``
-    times the golden ratio; ``seed`` picks another spread of quantiles.
+    Bias ``k = i * per_conv + j`` (convolution ``i``) is the quantile at the fractional
+    part of ``(k + 1 + 1000 * seed)`` times the golden ratio; ``seed`` picks another
+    spread of quantiles.
     """
-    biases = []
+    if per_conv < 1:
+        raise ValueError("per_conv must be at least 1")
+    biases: list[float] = []
     for i, conv in enumerate(_convolutions(ch)):
-        q = ((i + 1 + 1000 * seed) * _GOLDEN) % 1.0
-        biases.append(float(np.quantile(conv, q)))
+        ks = np.arange(i * per_conv, (i + 1) * per_conv)
+        qs = ((ks + 1 + 1000 * seed) * _GOLDEN) % 1.0
+        biases.extend(float(b) for b in np.quantile(conv, qs))
     return np.asarray(biases)
 
 
@@ -140,16 +160,20 @@ def ppv(
     ch: FloatArray, biases: Sequence[float] | FloatArray, segs: Sequence[tuple[int, int]]
 ) -> FloatArray:
     """(N, n_features) PPV features of channels ``ch`` with the given biases, in steps of
-    1/:data:`PPV_STEPS` (the same float64 values as :func:`ppv_folds` / ``PPV_STEPS``)."""
+    1/:data:`PPV_STEPS` (the same float64 values as :func:`ppv_folds` / ``PPV_STEPS``).
+
+    Feature ``(i * per_conv + j) * len(segs) + s``: convolution ``i``, its bias ``j``,
+    segment ``s``.
+    """
     b = np.asarray(biases, dtype=np.float64)
-    if len(b) != n_convolutions():
-        raise ValueError(f"expected {n_convolutions()} biases, got {len(b)}")
+    per_conv = biases_per_convolution(len(b))
     out = np.empty((ch.shape[0], len(b) * len(segs)), dtype=np.float64)
     for i, conv in enumerate(_convolutions(ch)):
-        positive = conv > b[i]
-        for s, (lo, hi) in enumerate(segs):
-            share = positive[:, lo:hi].mean(axis=1)
-            out[:, i * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
+        for k in range(i * per_conv, (i + 1) * per_conv):
+            positive = conv > b[k]
+            for s, (lo, hi) in enumerate(segs):
+                share = positive[:, lo:hi].mean(axis=1)
+                out[:, k * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
     return out
 
 
@@ -160,13 +184,15 @@ def ppv_folds(
     in steps of 1/250 (uint8): cross-validation needs one bias set per fold, and each
     convolution is computed once for all of them."""
     sets = np.asarray(bias_sets, dtype=np.float64)
+    per_conv = biases_per_convolution(sets.shape[1])
     out = np.empty((len(sets), ch.shape[0], sets.shape[1] * len(segs)), dtype=np.uint8)
     for i, conv in enumerate(_convolutions(ch)):
-        for f in range(len(sets)):
-            positive = conv > sets[f, i]
-            for s, (lo, hi) in enumerate(segs):
-                share = positive[:, lo:hi].mean(axis=1)
-                out[f, :, i * len(segs) + s] = np.round(share * PPV_STEPS).astype(np.uint8)
+        for k in range(i * per_conv, (i + 1) * per_conv):
+            for f in range(len(sets)):
+                positive = conv > sets[f, k]
+                for s, (lo, hi) in enumerate(segs):
+                    share = positive[:, lo:hi].mean(axis=1)
+                    out[f, :, k * len(segs) + s] = np.round(share * PPV_STEPS).astype(np.uint8)
     return out
 
 
@@ -192,9 +218,8 @@ class ShapeModel:
 
     def __post_init__(self) -> None:
         n = len(self.biases) * len(self.segs)
-        if len(self.biases) != n_convolutions() or not (
-            len(self.mean) == len(self.scale) == len(self.coef) == n
-        ):
+        biases_per_convolution(len(self.biases))  # raises when they do not fit the kernels
+        if not len(self.mean) == len(self.scale) == len(self.coef) == n:
             raise ValueError("shape model arrays do not match the kernels and segments")
 
     def score_ppv(self, feats: npt.NDArray[np.floating]) -> FloatArray:
@@ -248,10 +273,12 @@ def fit_shape_model(
     *,
     C: float,
     seed: int = 0,
+    per_conv: int = 1,
 ) -> ShapeModel:
-    """Fit biases (on a sample of ``ch``), standardization and an L2 logistic regression."""
+    """Fit biases (``per_conv`` per convolution, on a sample of ``ch``), standardization
+    and an L2 logistic regression."""
     rng = np.random.default_rng(seed)
-    biases = fit_biases(ch[_bias_sample(len(ch), rng)], seed)
+    biases = fit_biases(ch[_bias_sample(len(ch), rng)], seed, per_conv)
     feats = ppv(ch, biases, segs)
     return _fit_linear(feats, y, biases, segs, C)
 
@@ -281,7 +308,7 @@ def _fit_linear(
 
 
 def _fold_biases(
-    ch: FloatArray, g: npt.NDArray[np.str_], seed: int
+    ch: FloatArray, g: npt.NDArray[np.str_], seed: int, per_conv: int
 ) -> tuple[list[str], FloatArray]:
     """The groups in order, and each one's biases fitted on the other groups' windows."""
     names = sorted(set(g.tolist()))
@@ -289,7 +316,7 @@ def _fold_biases(
     sets = []
     for name in names:
         others = np.flatnonzero(g != name)
-        sets.append(fit_biases(ch[others[_bias_sample(len(others), rng)]], seed))
+        sets.append(fit_biases(ch[others[_bias_sample(len(others), rng)]], seed, per_conv))
     return names, np.stack(sets)
 
 
@@ -327,13 +354,16 @@ def _ppv_grouped(
 ) -> list[FloatArray]:
     """PPV features of the windows ``rows[k]`` under bias set ``k``, for every ``k``: one
     pass over the convolutions, each window compared with its own set only."""
+    per_conv = biases_per_convolution(bias_sets.shape[1])
     out = [np.empty((len(r), bias_sets.shape[1] * len(segs))) for r in rows]
     for i, conv in enumerate(_convolutions(ch)):
-        for k, r in enumerate(rows):
-            positive = conv[r] > bias_sets[k, i]
-            for s, (lo, hi) in enumerate(segs):
-                share = positive[:, lo:hi].mean(axis=1)
-                out[k][:, i * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
+        for f, r in enumerate(rows):
+            part = conv[r]
+            for k in range(i * per_conv, (i + 1) * per_conv):
+                positive = part > bias_sets[f, k]
+                for s, (lo, hi) in enumerate(segs):
+                    share = positive[:, lo:hi].mean(axis=1)
+                    out[f][:, k * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
     return out
 
 
@@ -345,6 +375,7 @@ def shape_loso(
     *,
     Cs: Sequence[float],
     seed: int = 0,
+    per_conv: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> ShapeLoso:
     """Leave-one-group-out scores of every window, one array per ``C``, and the models.
@@ -353,7 +384,7 @@ def shape_loso(
     only, and the regression sees only their labelled windows (``label >= 0``).
     """
     g = np.asarray(groups)
-    names, bias_sets = _fold_biases(ch, g, seed)
+    names, bias_sets = _fold_biases(ch, g, seed, per_conv)
     folds = ppv_folds(ch, bias_sets, segs)
     scores = {float(C): np.zeros(len(ch)) for C in Cs}
     models: dict[float, list[ShapeModel]] = {float(C): [] for C in Cs}

@@ -12,8 +12,10 @@ from stream.fall.shapes import (
     BIAS_SAMPLE,
     PPV_STEPS,
     ShapeModel,
+    _convolutions,
     _fit_linear,
     align,
+    biases_per_convolution,
     channels,
     fit_biases,
     fit_shape_model,
@@ -103,6 +105,39 @@ def test_ppv_features_count_and_resolution() -> None:
     assert not np.array_equal(folds[0], folds[1])
     with pytest.raises(ValueError, match="biases"):
         ppv(ch, biases[:-1], SEGS)
+
+
+def test_several_biases_per_convolution() -> None:
+    """Bias j of convolution i is bias i * per_conv + j, at the golden-ratio quantile of
+    that index; its features follow in the same order, whichever function computes them."""
+    ch = channels(np.stack([_fall(s) for s in range(3)] + [_lie_down(s) for s in range(3)]))
+    three = fit_biases(ch, seed=2, per_conv=3)
+    assert three.shape == (3 * n_convolutions(),)
+    assert biases_per_convolution(len(three)) == 3
+    one = fit_biases(ch, seed=2)
+    assert np.array_equal(one, fit_biases(ch, seed=2, per_conv=1))
+    # bias 1 of convolution 0 is index 1: the golden-ratio quantile of (1 + 1 + 2000)
+    first = next(_convolutions(ch))
+    golden = (np.sqrt(5.0) - 1.0) / 2.0
+    assert three[1] == np.quantile(first, ((1 + 1 + 2000) * golden) % 1.0)
+    assert three[0] == one[0]  # index 0 is index 0 whatever the count
+    f = ppv(ch, three, SEGS)
+    assert f.shape == (6, n_features(CFG.pre_n, N, CFG.rate_hz, per_conv=3))
+    # the features of bias k of a three-bias set are those of a one-bias set holding it
+    k = 3 * 7 + 2  # convolution 7, its third bias
+    single = one.copy()
+    single[7] = three[k]
+    assert np.array_equal(f[:, k * 4 : k * 4 + 4], ppv(ch, single, SEGS)[:, 7 * 4 : 7 * 4 + 4])
+    folds = ppv_folds(ch, np.stack([three, three]), SEGS)
+    assert np.array_equal(folds[1].astype(np.float64) / PPV_STEPS, f)
+    with pytest.raises(ValueError, match="multiple of"):
+        ppv(ch, three[:-1], SEGS)
+    with pytest.raises(ValueError, match="per_conv"):
+        fit_biases(ch, per_conv=0)
+    y = np.array([1, 1, 1, 0, 0, 0])
+    model = fit_shape_model(ch, y, SEGS, C=0.1, per_conv=2)
+    assert len(model.biases) == 2 * n_convolutions() and len(model.coef) == f.shape[1] / 3 * 2
+    assert np.allclose(ShapeModel.from_dict(model.to_dict()).score(ch), model.score(ch))
 
 
 def _dataset(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
