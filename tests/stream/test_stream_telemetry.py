@@ -146,6 +146,13 @@ async def test_influx_outage_loses_nothing_and_duplicates_add_nothing(
         await gw.publish(topic, encode_batch([heartbeat(202, start + 202_000)]), qos=1)
         await async_wait_for(lambda: count_points(influx, "cw") == 201, timeout=30)
         assert spool_inserts(service) == spooled + 1
+        # InfluxDB holds the point before the sink has read the reply and counted it.
+        await async_wait_for(
+            lambda: (
+                service.metrics.value("carewatch_stream_influx_lines_written_total") >= written + 1
+            ),
+            message="the marker counted as written",
+        )
         lines = service.metrics.value("carewatch_stream_influx_lines_written_total")
         assert lines == written + 1
         # The alert transition reached InfluxDB too.
