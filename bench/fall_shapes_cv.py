@@ -99,7 +99,9 @@ def main() -> int:
     table, changed = relabel_falls(table, first.window_scores)
     say(f"{len(table.X)} windows, {changed} fall recordings relabelled")
     if not args.no_reference:
-        params = dict(clf.metadata["estimator"]["params"])
+        # The shipped model's tree parameters when it is a tree model, else the ones the
+        # tree training chose by LOSO (the more regularised candidate; model card, "Model").
+        params = dict(clf.metadata["estimator"].get("params") or PARAM_GRID[1])
         ref = loso_cv(table, params, members=3).window_scores
         print(json.dumps(figures("trees (shipped pipeline, 3 members)", table, ref)), flush=True)
     segs = segments(trigger.pre_n, trigger.pre_n + trigger.post_n, trigger.rate_hz)

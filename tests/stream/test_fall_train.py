@@ -64,3 +64,34 @@ def test_held_out_alerts_count_every_window_of_a_recording() -> None:
     )
     alerts, _ = held_out_threshold_alerts(table, np.asarray([0.9, 0.1, 0.8, 0.95]))
     assert list(alerts) == [1, 0, 2]
+
+
+def test_the_cost_counts_every_false_alert() -> None:
+    """One recording that alerts many times costs more than one that alerts once: at a
+    low threshold a jog with five high windows would alert five times."""
+    rows = [("A", True, 0.9), ("A", False, 0.1), ("B", True, 0.35), ("B", False, 0.1)]
+    table, scores = _table(rows)
+    # B's daily activity gets five windows scoring 0.3: below them, five false alerts.
+    n = len(rows) + 4
+    table = WindowTable(
+        X=np.zeros((n, 1)),
+        rec=np.asarray([0, 1, 2, 3, 3, 3, 3, 3], dtype=np.int64),
+        anchor=np.zeros(n, dtype=np.int64),
+        label=np.asarray([FALL, ADL, FALL, ADL, ADL, ADL, ADL, ADL], dtype=np.int64),
+        subject=table.subject,
+        activity=table.activity,
+        is_fall=table.is_fall,
+        seconds=table.seconds,
+    )
+    scores = np.asarray([0.9, 0.1, 0.35, 0.3, 0.3, 0.3, 0.3, 0.3])
+    threshold, cost = choose_threshold(table, scores)
+    # Catching B's soft fall (0.35) costs nothing more than a threshold between 0.3 and
+    # 0.35; below 0.3 the five alerts cost 5 / 2 ADL recordings, more than a missed fall.
+    assert 0.3 < threshold <= 0.35 and cost == 0.0
+    low = per_recording(table, scores, 0.25).alerts
+    assert list(low) == [1, 0, 1, 5]
+    # With the soft fall below the jog, missing it (2 x 1/2 = 1.0) beats five false
+    # alerts on one recording (5/2 = 2.5), though both spoil exactly one recording.
+    scores[2] = 0.25
+    threshold, cost = choose_threshold(table, scores)
+    assert threshold > 0.3 and cost == 1.0
