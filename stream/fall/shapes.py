@@ -138,9 +138,10 @@ def _convolutions(ch: FloatArray) -> Iterator[FloatArray]:
 
 def fit_biases(ch: FloatArray, seed: int = 0, per_conv: int = 1) -> FloatArray:
     """``per_conv`` biases per convolution: quantiles of its output on training windows
-    ``ch``, as MiniRocket takes several per kernel and dilation (each bias gives the
-    regression another threshold on the same shape, which makes the features depend less
-    on any one quantile the draw picked).
+    ``ch``, as MiniRocket takes several per kernel and dilation: each bias gives the
+    regression another threshold on the same shape, meant to make the features depend
+    less on the quantiles one draw picks (on SisFall three did not beat one: model card,
+    "What was tried").
 
     Bias ``k = i * per_conv + j`` (convolution ``i``) is the quantile at the fractional
     part of ``(k + 1 + 1000 * seed)`` times the golden ratio; ``seed`` picks another
