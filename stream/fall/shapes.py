@@ -157,6 +157,13 @@ def fit_biases(ch: FloatArray, seed: int = 0, per_conv: int = 1) -> FloatArray:
     return np.asarray(biases)
 
 
+def _steps(positive: npt.NDArray[np.bool_], segs: Sequence[tuple[int, int]]) -> FloatArray:
+    """(N, len(segs)) PPV of one thresholded convolution over each segment, in whole
+    steps of 1/:data:`PPV_STEPS`: the one place the features are quantized."""
+    shares = np.stack([positive[:, lo:hi].mean(axis=1) for lo, hi in segs], axis=1)
+    return np.asarray(np.round(shares * PPV_STEPS))
+
+
 def ppv(
     ch: FloatArray, biases: Sequence[float] | FloatArray, segs: Sequence[tuple[int, int]]
 ) -> FloatArray:
@@ -169,12 +176,10 @@ def ppv(
     b = np.asarray(biases, dtype=np.float64)
     per_conv = biases_per_convolution(len(b))
     out = np.empty((ch.shape[0], len(b) * len(segs)), dtype=np.float64)
+    n_seg = len(segs)
     for i, conv in enumerate(_convolutions(ch)):
         for k in range(i * per_conv, (i + 1) * per_conv):
-            positive = conv > b[k]
-            for s, (lo, hi) in enumerate(segs):
-                share = positive[:, lo:hi].mean(axis=1)
-                out[:, k * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
+            out[:, k * n_seg : (k + 1) * n_seg] = _steps(conv > b[k], segs) / PPV_STEPS
     return out
 
 
@@ -187,13 +192,12 @@ def ppv_folds(
     sets = np.asarray(bias_sets, dtype=np.float64)
     per_conv = biases_per_convolution(sets.shape[1])
     out = np.empty((len(sets), ch.shape[0], sets.shape[1] * len(segs)), dtype=np.uint8)
+    n_seg = len(segs)
     for i, conv in enumerate(_convolutions(ch)):
         for k in range(i * per_conv, (i + 1) * per_conv):
             for f in range(len(sets)):
-                positive = conv > sets[f, k]
-                for s, (lo, hi) in enumerate(segs):
-                    share = positive[:, lo:hi].mean(axis=1)
-                    out[f, :, k * len(segs) + s] = np.round(share * PPV_STEPS).astype(np.uint8)
+                steps = _steps(conv > sets[f, k], segs)
+                out[f, :, k * n_seg : (k + 1) * n_seg] = steps.astype(np.uint8)
     return out
 
 
@@ -357,14 +361,13 @@ def _ppv_grouped(
     pass over the convolutions, each window compared with its own set only."""
     per_conv = biases_per_convolution(bias_sets.shape[1])
     out = [np.empty((len(r), bias_sets.shape[1] * len(segs))) for r in rows]
+    n_seg = len(segs)
     for i, conv in enumerate(_convolutions(ch)):
         for f, r in enumerate(rows):
             part = conv[r]
             for k in range(i * per_conv, (i + 1) * per_conv):
-                positive = part > bias_sets[f, k]
-                for s, (lo, hi) in enumerate(segs):
-                    share = positive[:, lo:hi].mean(axis=1)
-                    out[f][:, k * len(segs) + s] = np.round(share * PPV_STEPS) / PPV_STEPS
+                steps = _steps(part > bias_sets[f, k], segs)
+                out[f][:, k * n_seg : (k + 1) * n_seg] = steps / PPV_STEPS
     return out
 
 
