@@ -68,8 +68,8 @@ from stream.fall.train import (  # noqa: E402
     held_out_summary,
     loso_cv,
     per_recording,
-    relabel_falls,
     summarize,
+    training_labels,
 )
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -255,10 +255,7 @@ def main() -> int:
     rec = load_recordings(args.data)
     cache = default_cache_dir()
     base = build_table(rec, trigger, cache_dir=cache)
-    # The same labelling as training: heuristic, then one out-of-fold relabelling round
-    # with the first candidate of the grid (as `carewatch fall train` does).
-    first = loso_cv(base, PARAM_GRID[0], members=1)
-    base, _ = relabel_falls(base, first.window_scores)
+    base, _ = training_labels(base)
     shapes = clf is not None and clf.kind == "shapes"
     subjects = np.asarray(base.subject)
     loso: ShapeLoso | None = None

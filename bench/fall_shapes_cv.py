@@ -42,8 +42,8 @@ from stream.fall.train import (  # noqa: E402
     held_out_summary,
     loso_cv,
     per_recording,
-    relabel_falls,
     summarize,
+    training_labels,
 )
 
 
@@ -94,9 +94,7 @@ def main() -> int:
     if table.windows is None:
         raise SystemExit("the window table holds no windows")
     ch = channels(table.windows)
-    # The same labelling as training: heuristic, then one out-of-fold relabelling round.
-    first = loso_cv(table, PARAM_GRID[0], members=1)
-    table, changed = relabel_falls(table, first.window_scores)
+    table, changed = training_labels(table)
     say(f"{len(table.X)} windows, {changed} fall recordings relabelled")
     if not args.no_reference:
         # The shipped model's tree parameters when it is a tree model, else the ones the
